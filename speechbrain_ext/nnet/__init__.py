@@ -1,0 +1,1 @@
+"""Neural building blocks: token mixers, encoders and their shared layers."""
