@@ -53,11 +53,21 @@ def build_encoder(kind_or_preset: str, **overrides):
         An encoder kind (:func:`list_encoders`) or preset (:func:`list_presets`).
     **overrides
         Keyword arguments replacing the preset's (``num_layers``, ``d_model``,
-        ``nhead``, ``mixer``, ...).
+        ``nhead``, ``mixer``, ...). Overriding ``mixer`` with another mixer drops the
+        preset's ``mixer_options`` unless new ones are given.
+
+    Example
+    -------
+    >>> encoder = build_encoder("bestrq_base_mhsa", mixer="fastformer", num_layers=1, d_model=32)
+    >>> type(encoder.layers[0].mixer).__name__
+    'Fastformer'
     """
     if kind_or_preset in PRESETS:
         config = preset_config(kind_or_preset)
         kind = config.pop("kind")
+        if overrides.get("mixer", config.get("mixer")) != config.get("mixer"):
+            # The preset's mixer options belong to its own mixer, not to the new one.
+            config.pop("mixer_options", None)
         config.update(overrides)
     elif kind_or_preset in ENCODERS:
         kind, config = kind_or_preset, dict(overrides)

@@ -1,0 +1,255 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechbrain_ext.nnet.masking import lengths_to_padding_mask
+from speechbrain_ext.nnet.mixers import build_mixer, list_mixers
+from speechbrain_ext.nnet.mixers.mamba import (
+    BidirectionalMamba,
+    MambaBlock,
+    kernels_available,
+    reverse_valid_index,
+)
+from speechbrain_ext.nnet.selective_scan import selective_scan, selective_scan_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scan_inputs(batch, time, d_inner, d_state, *, delta_shift=-2.0, device="cpu"):
+    """Random scan inputs (leaf tensors requiring grad), A perturbed around -(1..N)."""
+    x = torch.randn(batch, time, d_inner, device=device)
+    delta = F.softplus(torch.randn(batch, time, d_inner, device=device) + delta_shift)
+    log_a = torch.log(torch.arange(1.0, d_state + 1)).repeat(d_inner, 1)
+    A = -torch.exp(log_a + 0.1 * torch.randn(d_inner, d_state)).to(device)
+    B = torch.randn(batch, time, d_state, device=device)
+    C = torch.randn(batch, time, d_state, device=device)
+    D = torch.randn(d_inner, device=device)
+    return [t.requires_grad_() for t in (x, delta, A, B, C, D)]
+
+
+def outputs_and_grads(function, inputs, weight):
+    y = function(*inputs)
+    grads = torch.autograd.grad((y * weight).sum(), inputs)
+    return y, grads
+
+
+def assert_scans_agree(inputs, chunk_size, atol=1e-5, rtol=1e-5):
+    y_ref = selective_scan_reference(*inputs)
+    weight = torch.randn_like(y_ref)
+    y_ref, g_ref = outputs_and_grads(selective_scan_reference, inputs, weight)
+    y, g = outputs_and_grads(lambda *a: selective_scan(*a, chunk_size=chunk_size), inputs, weight)
+    torch.testing.assert_close(y, y_ref, atol=atol, rtol=rtol)
+    for name, got, want in zip("x delta A B C D".split(), g, g_ref):
+        torch.testing.assert_close(got, want, atol=atol, rtol=rtol, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize(
+    "batch, time, d_inner, d_state, chunk_size",
+    [
+        (2, 37, 8, 4, 16),  # not divisible by the chunk
+        (1, 50, 6, 5, 7),
+        (3, 12, 5, 3, 1),  # one frame per chunk
+        (2, 5, 3, 2, 64),  # one chunk longer than the sequence
+        (2, 64, 4, 4, 32),  # divisible
+    ],
+)
+def test_chunked_scan_matches_reference(batch, time, d_inner, d_state, chunk_size):
+    assert_scans_agree(scan_inputs(batch, time, d_inner, d_state), chunk_size)
+
+
+def test_chunked_scan_long_sequence_with_large_steps():
+    # Large steps: Σ_t Δ_t |A| reaches thousands, where exp(-cumsum) tricks overflow in fp32.
+    inputs = scan_inputs(1, 2000, 4, 4, delta_shift=0.5)
+    delta, A = inputs[1], inputs[2]
+    assert (delta.detach()[0].sum(0)[:, None] * A.detach().abs()).min() > 1000
+    assert_scans_agree(inputs, chunk_size=32)
+
+
+def test_chunked_scan_default_chunk_and_bfloat16():
+    inputs = [t.detach() for t in scan_inputs(2, 40, 6, 4)]
+    y = selective_scan(*inputs)
+    torch.testing.assert_close(y, selective_scan_reference(*inputs), atol=1e-5, rtol=1e-5)
+    low = selective_scan(*(t.bfloat16() for t in inputs))
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), y, atol=0.1, rtol=0.05)
+
+
+def test_scan_errors_name_the_argument():
+    x, delta, A, B, C, D = (t.detach() for t in scan_inputs(1, 6, 4, 3))
+    with pytest.raises(ValueError, match="B must be"):
+        selective_scan(x, delta, A, B[..., :2], C, D)
+    with pytest.raises(ValueError, match="A must be"):
+        selective_scan_reference(x, delta, A[:2], B, C, D)
+    with pytest.raises(ValueError, match="chunk_size"):
+        selective_scan(x, delta, A, B, C, D, chunk_size=0)
+
+
+def test_registered_and_parameter_layout():
+    assert "mamba" in list_mixers()
+    mixer = build_mixer("mamba", d_model=474, nhead=8)
+    assert isinstance(mixer, BidirectionalMamba)
+    block = mixer.forward_block
+    assert block.d_inner == 948 and block.dt_rank == 30
+    assert block.conv1d.weight.shape == (948, 1, 4)
+    assert block.x_proj.weight.shape == (30 + 32, 948)
+    torch.testing.assert_close(block.A_log[3], torch.log(torch.arange(1.0, 17)))
+    assert torch.all(block.D == 1)
+    dt = F.softplus(block.dt_proj.bias)
+    assert dt.min() >= 1e-4 and dt.max() <= 0.1 + 1e-6
+    # Two independent directions, twice one block's parameters.
+    assert mixer.backward_block is not None
+    assert not torch.equal(mixer.backward_block.in_proj.weight, block.in_proj.weight)
+    per_block = sum(p.numel() for p in block.parameters())
+    assert sum(p.numel() for p in mixer.parameters()) == 2 * per_block == 2914152
+
+
+def test_padding_invariance_with_garbage():
+    mixer = BidirectionalMamba(d_model=12, d_state=4)
+    lengths = torch.tensor([9, 4, 1])
+    x = torch.randn(3, 9, 12)
+    mask = lengths_to_padding_mask(lengths, 9)
+    garbage = x.masked_fill(mask[..., None], 1e4)
+    garbage[1, 6] = float("nan")
+    out = mixer(garbage, key_padding_mask=mask)
+    assert torch.all(out[mask] == 0)
+    for row, length in enumerate(lengths.tolist()):
+        alone = mixer(x[row : row + 1, :length])
+        torch.testing.assert_close(out[row : row + 1, :length], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_direction_starts_at_each_utterance_end():
+    mixer = BidirectionalMamba(d_model=8, d_state=4)
+    with torch.no_grad():  # keep only the right-to-left direction
+        mixer.forward_block.out_proj.weight.zero_()
+        mixer.backward_block.conv1d.bias.fill_(2.0)  # zero frames leave a clear trace
+        mixer.backward_block.dt_proj.bias.fill_(0.5)
+    x = torch.randn(2, 7, 8)
+    mask = lengths_to_padding_mask(torch.tensor([7, 4]), 7)
+    out = mixer(x, key_padding_mask=mask)
+    # Row 1 alone, through the backward block on its own reversed valid part.
+    expected = mixer.backward_block(x[1:, :4].flip(1)).flip(1)
+    torch.testing.assert_close(out[1:, :4], expected, atol=1e-6, rtol=1e-6)
+    # The last valid frame is where the backward scan starts: it sees only itself.
+    first_step = mixer.backward_block(x[1:, 3:4])
+    torch.testing.assert_close(out[1:, 3:4], first_step, atol=1e-6, rtol=1e-6)
+    # A global flip would start in the (zeroed) padding: off by far more than the tolerance.
+    global_flip = mixer.backward_block(x[1:].masked_fill(mask[1:, :, None], 0).flip(1)).flip(1)
+    assert (global_flip[:, :4] - expected).abs().max() > 1e-2
+
+
+def test_reverse_valid_index_and_bad_masks():
+    mask = lengths_to_padding_mask(torch.tensor([3, 5, 0]), 5)
+    index = reverse_valid_index(mask)
+    assert index.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
+    x = torch.randn(3, 5, 2)
+    twice = x.gather(1, index[..., None].expand_as(x)).gather(1, index[..., None].expand_as(x))
+    assert torch.equal(twice, x)
+    mixer = BidirectionalMamba(d_model=4, d_state=2)
+    holes = torch.tensor([[False, True, False]])
+    with pytest.raises(ValueError, match="pad only the end"):
+        mixer(torch.randn(1, 3, 4), key_padding_mask=holes)
+    with pytest.raises(ValueError, match="shape"):
+        mixer(torch.randn(1, 3, 5))
+
+
+def test_unidirectional_is_causal_and_gradients_flow():
+    mixer = BidirectionalMamba(d_model=8, d_state=4, bidirectional=False)
+    assert mixer.backward_block is None
+    x = torch.randn(1, 10, 8)
+    torch.testing.assert_close(mixer(x)[:, :6], mixer(x[:, :6]), atol=1e-6, rtol=1e-6)
+    bidirectional = BidirectionalMamba(d_model=8, d_state=4)
+    mask = lengths_to_padding_mask(torch.tensor([10, 6]), 10)
+    bidirectional(torch.randn(2, 10, 8), key_padding_mask=mask).square().sum().backward()
+    for name, parameter in bidirectional.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="use_kernels"):
+        BidirectionalMamba(d_model=8, use_kernels="yes")
+    with pytest.raises(ValueError, match="dt_rank"):
+        BidirectionalMamba(d_model=8, dt_rank=0)
+    with pytest.raises(ValueError, match="d_state"):
+        BidirectionalMamba(d_model=8, d_state=0)
+    if not kernels_available():
+        with pytest.raises(ImportError, match="mamba_ssm"):
+            BidirectionalMamba(d_model=8, use_kernels=True)
+
+
+def test_block_matches_mambapy():
+    mambapy = pytest.importorskip("mambapy.mamba")
+    config = mambapy.MambaConfig(d_model=16, n_layers=1, d_state=4, pscan=True)
+    theirs = mambapy.MambaBlock(config)
+    ours = MambaBlock(d_model=16, d_state=4)
+    assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
+    with torch.no_grad():
+        ours.A_log.add_(0.3 * torch.randn_like(ours.A_log))  # away from the initial values
+        ours.D.normal_()
+    theirs.load_state_dict(ours.state_dict())
+    u = torch.randn(2, 37, 16, requires_grad=True)
+    y_ours = ours(u)
+    y_theirs = theirs(u)
+    torch.testing.assert_close(y_ours, y_theirs, atol=1e-5, rtol=1e-5)
+    (g_ours,) = torch.autograd.grad(y_ours.square().sum(), u)
+    (g_theirs,) = torch.autograd.grad(y_theirs.square().sum(), u)
+    torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_pure_path_on_cuda_matches_cpu():
+    inputs = [t.detach() for t in scan_inputs(2, 300, 16, 8)]
+    y_cpu = selective_scan(*inputs)
+    y_gpu = selective_scan(*(t.cuda() for t in inputs))
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_mamba_ssm_kernels_match_pure_path():
+    if not kernels_available():
+        pytest.skip("mamba_ssm kernels are not installed")
+    kernel = BidirectionalMamba(d_model=32, d_state=8, use_kernels=True).cuda()
+    pure = BidirectionalMamba(d_model=32, d_state=8, use_kernels=False).cuda()
+    pure.load_state_dict(kernel.state_dict())
+    x = torch.randn(3, 100, 32, device="cuda", requires_grad=True)
+    mask = lengths_to_padding_mask(torch.tensor([100, 71, 5], device="cuda"), 100)
+    assert kernel.forward_block.uses_kernels(x) and not pure.forward_block.uses_kernels(x)
+    y_kernel = kernel(x, key_padding_mask=mask)
+    y_pure = pure(x, key_padding_mask=mask)
+    torch.testing.assert_close(y_kernel, y_pure, atol=1e-4, rtol=1e-3)
+    (g_kernel,) = torch.autograd.grad(y_kernel.square().sum(), x)
+    (g_pure,) = torch.autograd.grad(y_pure.square().sum(), x)
+    torch.testing.assert_close(g_kernel, g_pure, atol=1e-3, rtol=1e-3)
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("mamba_scan", ROOT / "benchmarks/mamba_scan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_quick_run(tmp_path):
+    benchmark = load_benchmark()
+    rows = benchmark.main(["--quick", "--no-memory", "--out", str(tmp_path)])
+    assert len(rows) == 2 * len(benchmark.MODES) * len(benchmark.METHODS)
+    assert all(row["max_abs_diff_to_chunked"] < 1e-4 for row in rows)
+    assert (tmp_path / "mamba_scan_cpu.csv").read_text().count("\n") == len(rows) + 1
+    table = (tmp_path / "mamba_scan_cpu.md").read_text()
+    assert "| 45 | forward_backward |" in table
+    # The memory probe runs one cell in a fresh subprocess.
+    args = benchmark.argparse.Namespace(d_model=8, d_state=4, batch=1, chunk_size=8, threads=1)
+    assert benchmark.measure_memory(args, "chunked", 16, "forward_backward") >= 0.0
+
+
+def test_chunked_scan_stays_fp32_under_autocast():
+    inputs = scan_inputs(1, 30, 6, 4)
+    weight = torch.randn(1, 30, 6)
+    y_ref, g_ref = outputs_and_grads(selective_scan_reference, inputs, weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, g = outputs_and_grads(selective_scan, inputs, weight)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g[1], g_ref[1], atol=1e-5, rtol=1e-5)
