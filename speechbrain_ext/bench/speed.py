@@ -1,0 +1,375 @@
+"""Whole-model speed test: BEST-RQ inference and training-step time and peak memory vs length.
+
+For each scale (``base``, ``large``), mixer and input length (10, 20, 40, 80, 160, 320 s of random
+16 kHz audio by default, batch 6 as in Study B), one configuration runs in a fresh process
+(:mod:`.memory`):
+
+- ``infer``: ``model.eval()``, ``torch.no_grad()``: features + front end + encoder
+  (``model.encode``) + the prediction head on the last layer;
+- ``train``: ``model.train()``: the BEST-RQ loss (masking, targets, front end, encoder, head),
+  ``backward`` and an AdamW step (with a ``GradScaler`` under fp16).
+
+The model is :func:`speechbrain_ext.ssl.model.build_bestrq_model` of the preset
+``bestrq_<scale>_<mixer>`` (Study B's parameter-matched widths); a mixer without its own preset
+runs in the ``bestrq_<scale>_mhsa`` Conformer. The baselines ``sb_mha``, ``sb_relposxl`` and
+``sb_hypermixing`` are SpeechBrain's ``ConformerEncoder`` (``attention_type`` ``regularMHA``,
+``RelPosMHAXL``, ``hypermixing``; :class:`.baselines.SpeechBrainConformer`) at the size of the
+``mhsa`` (``hypermixing``) preset, inside the same front end and head.
+
+CPU: fp32 by default (``--dtype bfloat16`` autocasts), peak resident memory above the built
+model; CUDA: ``--dtype`` autocast (bf16 by default), ``torch.cuda.max_memory_allocated`` above
+the built model, synchronised timing. A configuration that runs past ``--timeout`` or out of
+memory is recorded as skipped, and longer inputs of the same model and mode are skipped too.
+
+Writes ``speed_<device>.csv``, ``speed_<device>.md`` (ratios to our MHSA and to SpeechBrain's
+MHSA) and one ``speed_<device>_<scale>_<mode>.png`` per scale and mode into ``--out``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from speechbrain_ext.bench.memory import measure, run_isolated
+from speechbrain_ext.bench.mixers import DTYPES, _default_memory_cap, autocast
+from speechbrain_ext.bench.plots import plot_time_memory
+from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
+from speechbrain_ext.bench.tables import machine_info, ratio_table, write_csv
+
+SAMPLE_RATE = 16000
+DEFAULT_SECONDS = (10, 20, 40, 80, 160, 320)
+REFERENCES = ("mhsa", "sb_mha")
+#: Baseline -> the preset whose size it takes.
+BASELINE_SIZES = {"sb_mha": "mhsa", "sb_relposxl": "mhsa", "sb_hypermixing": "hypermixing"}
+#: Overrides of ``--quick``: a one-layer, 64-wide model with a small codebook.
+QUICK_OVERRIDES = {"num_layers": 1, "d_model": 64, "d_ffn": 64, "codebook_size": 64}
+
+
+def default_mixer_specs() -> list[str]:
+    """Every registered mixer (those with a BEST-RQ preset first), then the baselines."""
+    from speechbrain_ext.bench.baselines import list_baseline_mixers
+    from speechbrain_ext.nnet.encoders.presets import BESTRQ_WIDTHS
+    from speechbrain_ext.nnet.mixers import list_mixers
+
+    registered = list_mixers()
+    with_preset = [m for m in BESTRQ_WIDTHS if m in registered]
+    return with_preset + [m for m in registered if m not in with_preset] + list_baseline_mixers()
+
+
+def build_speed_model(spec: str, *, scale: str, overrides: dict | None = None):
+    """The BEST-RQ model of a mixer specification at ``scale`` (see the module docstring).
+
+    Arguments
+    ---------
+    spec : str
+        ``"name"`` or ``"name:key=value,..."`` (mixer options), or a baseline ``sb_*``.
+    scale : str
+        ``"base"`` or ``"large"``.
+    overrides : dict, optional
+        Keyword arguments for ``build_bestrq_model`` (``num_layers``, ``d_model``...).
+
+    Example
+    -------
+    >>> model = build_speed_model("sb_mha", scale="base", overrides=QUICK_OVERRIDES)
+    >>> type(model.encoder.encoder).__name__, model.encoder.encoder.d_model
+    ('SpeechBrainConformer', 64)
+    """
+    from speechbrain_ext.bench.baselines import ATTENTION_TYPES, SpeechBrainConformer
+    from speechbrain_ext.nnet.encoders import PRESETS, preset_config
+    from speechbrain_ext.ssl.model import build_bestrq_model
+
+    if scale not in ("base", "large"):
+        raise ValueError(f"scale must be 'base' or 'large', got {scale!r}")
+    overrides = dict(overrides or {})
+    name, options = parse_mixer_spec(spec)
+    if name in ATTENTION_TYPES:
+        preset = f"bestrq_{scale}_{BASELINE_SIZES[name]}"
+        model = build_bestrq_model(preset, **overrides)
+        config = preset_config(preset)
+        config.update({k: v for k, v in overrides.items() if k in config})
+        encoder = model.encoder.encoder
+        model.encoder.encoder = SpeechBrainConformer(
+            attention_type=ATTENTION_TYPES[name],
+            num_layers=encoder.num_layers,
+            d_model=encoder.d_model,
+            nhead=config["nhead"],
+            d_ffn=config["d_ffn"],
+            kernel_size=config["kernel_size"],
+            dropout=config["dropout"],
+            **options,
+        )
+        return model
+    preset = f"bestrq_{scale}_{name}"
+    if preset in PRESETS:
+        mixer_options = {**preset_config(preset).get("mixer_options", {}), **options}
+        return build_bestrq_model(preset, mixer_options=mixer_options, **overrides)
+    return build_bestrq_model(
+        f"bestrq_{scale}_mhsa", mixer=name, mixer_options=options, **overrides
+    )
+
+
+def speed_job(
+    *,
+    spec: str,
+    scale: str,
+    seconds: float,
+    batch_size: int,
+    mode: str,
+    device: str,
+    dtype: str,
+    warmup: int,
+    reps: int,
+    threads: int | None = None,
+    overrides: dict | None = None,
+    seed: int = 0,
+) -> dict:
+    """Time and peak memory of one model, length and mode (run inside a fresh process)."""
+    if mode not in ("infer", "train"):
+        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    overrides = dict(overrides or {})
+    if spec.startswith("sb_hypermixing"):
+        frames = int(seconds * SAMPLE_RATE) // 640 + 2
+        spec = spec + ("," if ":" in spec else ":") + f"max_length={max(3000, frames)}"
+    model = build_speed_model(spec, scale=scale, overrides=overrides).to(device)
+    wavs = torch.randn(batch_size, int(seconds * SAMPLE_RATE), device=device)  # (batch, samples)
+    wav_lens = torch.ones(batch_size, device=device)
+    params = sum(p.numel() for p in model.parameters())
+
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.no_grad(), autocast(device, dtype):
+                hidden = model.encode(wavs, wav_lens)
+                return model.head(hidden[-1])
+
+    else:
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == "float16")
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                loss = model(wavs, wav_lens)["loss"]
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    try:
+        result = measure(step, device=device, warmup=warmup, reps=reps)
+    except torch.OutOfMemoryError:
+        return {"oom": True}
+    result["params"] = params
+    return result
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Run every configuration and write the CSV, Markdown and PNGs."""
+    specs = args.mixers or default_mixer_specs()
+    seconds_list = sorted(parse_numbers(args.seconds, float))
+    modes = ("infer", "train") if args.mode == "both" else (args.mode,)
+    machine = machine_info(args.device, args.threads)
+    max_memory = args.max_memory_mb or _default_memory_cap(args.device)
+    overrides = dict(QUICK_OVERRIDES) if args.quick else {}
+    rows = []
+    for scale in args.scale:
+        for mode in modes:
+            for spec in specs:
+                failed = None
+                for seconds in seconds_list:
+                    job = {
+                        "spec": spec,
+                        "scale": scale,
+                        "seconds": seconds,
+                        "batch_size": args.batch_size,
+                        "mode": mode,
+                        "device": args.device,
+                        "dtype": args.dtype,
+                        "warmup": args.warmup,
+                        "reps": args.reps,
+                        "threads": args.threads,
+                        "overrides": overrides,
+                    }
+                    if failed:
+                        result = {"status": failed}
+                    else:
+                        result = run_isolated(
+                            "speechbrain_ext.bench.speed:speed_job",
+                            job,
+                            timeout=args.timeout,
+                            in_process=args.in_process,
+                            max_memory_mb=max_memory,
+                        )
+                        if result.pop("oom", False):
+                            result["status"] = "skipped (oom)"
+                        if result["status"].startswith("skipped"):
+                            failed = result["status"]
+                    row = {
+                        "scale": scale,
+                        "mode": mode,
+                        "model": spec,
+                        "seconds": seconds,
+                        "batch_size": args.batch_size,
+                        "device": args.device,
+                        "dtype": args.dtype,
+                        "time_s": result.get("time_s", ""),
+                        "peak_mb": result.get("peak_mb", ""),
+                        "params": result.get("params", ""),
+                        "status": result["status"],
+                        "machine": machine,
+                    }
+                    rows.append(row)
+                    _log(row)
+    write_outputs(rows, Path(args.out), args=args, machine=machine)
+    return rows
+
+
+def _log(row: dict) -> None:
+    if row["status"] == "ok":
+        text = f"{row['time_s']:9.3f} s {row['peak_mb']:9.1f} MB"
+    else:
+        text = row["status"]
+    print(
+        f"{row['scale']:<5} {row['mode']:<5} {row['model']:<26} {row['seconds']:>6g} s  {text}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def write_outputs(rows: list[dict], out: Path, *, args, machine: str) -> None:
+    """``speed_<device>.{csv,md}`` and one PNG per (scale, mode) under ``out``."""
+    device = torch.device(args.device).type
+    stem = f"speed_{device}"
+    write_csv(rows, out / f"{stem}.csv")
+    text = [
+        f"# BEST-RQ speed test ({device})",
+        "",
+        f"Machine: {machine}.",
+        f"Batch {args.batch_size} of random 16 kHz audio, {args.dtype}; median of {args.reps} runs "
+        f"after {args.warmup} warm-up runs; each configuration in "
+        + (
+            "one process (`--in-process`: memory figures unreliable)."
+            if args.in_process
+            else "a fresh process."
+        )
+        + " `infer`: "
+        "`no_grad` features + front end + encoder + head; `train`: loss, backward and AdamW "
+        "step. Memory: peak above the built model "
+        + ("(`torch.cuda.max_memory_allocated`)." if device == "cuda" else "(resident set).")
+        + " Columns: input seconds. Ratios in parentheses: "
+        + " / ".join(f"×{r}" for r in REFERENCES)
+        + ".",
+        "",
+        "Command: `python -m speechbrain_ext.bench speed " + " ".join(_argv()) + "`",
+    ]
+    if args.quick:
+        text += ["", f"**Quick smoke run**: models shrunk with {QUICK_OVERRIDES}."]
+    for scale in dict.fromkeys(r["scale"] for r in rows):
+        for mode in dict.fromkeys(r["mode"] for r in rows):
+            subset = [r for r in rows if r["scale"] == scale and r["mode"] == mode]
+            if not subset:
+                continue
+            refs = [r for r in REFERENCES if any(row["model"] == r for row in subset)]
+            text += [
+                "",
+                f"## {scale}, {mode}: time",
+                "",
+                ratio_table(
+                    subset, series="model", x="seconds", value="time_s", refs=refs, unit="s"
+                ),
+                "",
+                f"## {scale}, {mode}: peak memory",
+                "",
+                ratio_table(
+                    subset, series="model", x="seconds", value="peak_mb", refs=refs, unit="MB"
+                ),
+            ]
+            plot_time_memory(
+                subset,
+                out / f"{stem}_{scale}_{mode}.png",
+                series="model",
+                x="seconds",
+                xlabel="input length (s)",
+                title=f"BEST-RQ {scale}, {mode}, batch {args.batch_size}, {args.dtype}, {device}",
+            )
+    (out / f"{stem}.md").write_text("\n".join(text) + "\n")
+
+
+def _argv() -> list[str]:
+    args = sys.argv[1:]
+    return args[1:] if args and args[0] == "speed" else args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``speed`` command's options."""
+    parser.add_argument(
+        "--scale",
+        "--presets",
+        nargs="+",
+        default=["base", "large"],
+        choices=["base", "large"],
+        help="BEST-RQ preset sizes",
+    )
+    parser.add_argument(
+        "--mixers", nargs="+", help="mixer specs (default: every registered mixer, then sb_*)"
+    )
+    parser.add_argument("--seconds", nargs="+", default=None, help="input lengths in seconds")
+    parser.add_argument("--batch-size", type=int, default=6)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=sorted(DTYPES),
+        help="autocast dtype (default: float32 on CPU, bfloat16 on CUDA)",
+    )
+    parser.add_argument("--mode", default="both", choices=["infer", "train", "both"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
+    parser.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=None,
+        help="cap per configuration (CPU; default 80%% of available memory)",
+    )
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no fresh process per configuration (peak memory then unreliable)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_OVERRIDES}, 0.5 and 1 s, 1 warm-up, 1 run",
+    )
+
+
+def finalize(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply ``--quick`` and the device-dependent defaults."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but CUDA is not available")
+    if args.dtype is None:
+        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    if args.quick:
+        args.seconds = args.seconds or ["0.5", "1"]
+        args.warmup, args.reps = 1, 1
+    args.seconds = args.seconds or [str(s) for s in DEFAULT_SECONDS]
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Entry point of ``python -m speechbrain_ext.bench speed``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_ext.bench speed", description=__doc__.split("\n\n")[0]
+    )
+    add_arguments(parser)
+    return run(finalize(parser.parse_args(argv)))

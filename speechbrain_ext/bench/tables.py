@@ -1,0 +1,117 @@
+"""CSV and Markdown writers shared by the benchmarks, and a description of the machine.
+
+Example
+-------
+>>> rows = [
+...     {"name": "mhsa", "frames": 250, "time_s": 0.2, "status": "ok"},
+...     {"name": "fast", "frames": 250, "time_s": 0.1, "status": "ok"},
+... ]
+>>> print(markdown_table(["name", "time_s"], [[r["name"], r["time_s"]] for r in rows]))
+| name | time_s |
+|---|---|
+| mhsa | 0.2 |
+| fast | 0.1 |
+>>> table = ratio_table(rows, series="name", x="frames", value="time_s", refs=["mhsa"],
+...                     scale=1000, unit="ms")
+>>> print(table)
+| name | 250 |
+|---|---|
+| mhsa | 200 ms (×1.00) |
+| fast | 100 ms (×0.50) |
+"""
+
+import csv
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+def machine_info(device: str = "cpu", threads: int | None = None) -> str:
+    """One line naming the machine: CPU (or GPU) model, threads, torch version."""
+    if torch.device(device).type == "cuda":
+        hardware = torch.cuda.get_device_name(torch.device(device))
+    else:
+        hardware = _cpu_model()
+    threads = threads or torch.get_num_threads()
+    return (
+        f"{hardware}; {os.cpu_count()} logical CPUs, {threads} torch threads; "
+        f"torch {torch.__version__}; {platform.system()} {platform.release()}"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_csv(rows: Sequence[dict], path) -> Path:
+    """Write ``rows`` (dicts; the union of their keys, in first-seen order) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def ratio_table(
+    rows: Sequence[dict],
+    *,
+    series: str,
+    x: str,
+    value: str,
+    refs: Sequence[str],
+    scale: float = 1.0,
+    unit: str = "",
+) -> str:
+    """Markdown table of ``value`` per ``series`` (rows) and ``x`` (columns), each cell with its
+    ratio to every reference series at the same ``x`` (``×r1 / ×r2``). Rows whose ``status`` is
+    not ``"ok"`` show the status instead.
+    """
+    xs = sorted({r[x] for r in rows})
+    names = list(dict.fromkeys(r[series] for r in rows))
+    cell = {(r[series], r[x]): r for r in rows}
+    lines = []
+    for name in names:
+        cells = [name]
+        for at in xs:
+            row = cell.get((name, at))
+            if row is None:
+                cells.append("")
+                continue
+            if row.get("status", "ok") != "ok":
+                cells.append(row["status"])
+                continue
+            text = f"{_fmt(row[value] * scale)} {unit}".strip()
+            ratios = []
+            for ref in refs:
+                base = cell.get((ref, at))
+                ok = base is not None and base.get("status", "ok") == "ok" and base[value] > 0
+                ratios.append(f"×{row[value] / base[value]:.2f}" if ok else "×–")
+            cells.append(f"{text} ({' / '.join(ratios)})" if ratios else text)
+        lines.append(cells)
+    return markdown_table([series] + [str(v) for v in xs], lines)

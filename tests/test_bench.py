@@ -1,0 +1,199 @@
+"""Cost measurement: FLOP/BOP/storage counts against hand-derived formulas, and the benchmark
+commands' smoke runs (CSV, Markdown and PNG written)."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from speechbrain_ext.bench.flops import (
+    BitWidths,
+    CostCounter,
+    selective_scan_flop,
+    storage_bytes,
+    w1a1,
+)
+from speechbrain_ext.bench.memory import run_isolated
+from speechbrain_ext.nnet.encoders import build_encoder
+from speechbrain_ext.nnet.mixers import build_mixer
+
+B, T, D, H = 2, 10, 16, 2
+
+
+def count(module, *inputs, bit_widths=None):
+    with torch.no_grad(), CostCounter(module, bit_widths=bit_widths) as counter:
+        module(*inputs)
+    return counter
+
+
+def test_mhsa_flop_matches_formula():
+    # in_proj: B·T·D·3D MAC, out_proj: B·T·D·D MAC, scores Q·Kᵀ and weights·V: B·T·T·D MAC each
+    # (summed over heads).  FLOP = 2·MAC = 8·B·T·D² + 4·B·T²·D.
+    mixer = build_mixer("mhsa", d_model=D, nhead=H, position=None)
+    counter = count(mixer, torch.randn(B, T, D))
+    assert counter.total_flop() == 8 * B * T * D * D + 4 * B * T * T * D
+    attention = [o for o in counter.ops if o.kind == "activation"]
+    assert sum(o.flop for o in attention) == 4 * B * T * T * D  # the fused SDPA is counted
+
+
+def test_fastformer_flop_matches_formula():
+    # in_proj (q, k; v shares q): B·T·D·2D MAC; out_proj: B·T·D² MAC; the two global poolings
+    # Σ_t α_t q_t and Σ_t β_t p_t: B·T·D MAC each.  Elementwise products and softmaxes are not
+    # counted.  FLOP = 2·B·T·(3D² + 2D).
+    mixer = build_mixer("fastformer", d_model=D, nhead=H)
+    counter = count(mixer, torch.randn(B, T, D))
+    assert counter.total_flop() == 2 * B * T * (3 * D * D + 2 * D)
+
+
+def test_mamba_scan_is_counted_analytically():
+    pytest.importorskip("speechbrain_ext.nnet.mixers.mamba")
+    mixer = build_mixer("mamba", d_model=D, d_state=4)
+    block = mixer.forward_block
+    di, n, r, k = block.d_inner, block.d_state, block.dt_rank, block.d_conv
+    counter = count(mixer, torch.randn(B, T, D))
+    scans = [o for o in counter.ops if "selective_scan" in o.op]
+    assert len(scans) == 2  # forward and backward direction
+    assert all(o.flop == 9 * B * T * di * n for o in scans)
+    assert selective_scan_flop(B, T, di, n) == 9 * B * T * di * n
+    # Everything else is the projections and the causal depthwise conv (padded by k - 1).
+    per_direction = 2 * B * T * (D * 2 * di + di * (r + 2 * n) + r * di + di * D)
+    per_direction += 2 * B * (T + k - 1) * di * k + 9 * B * T * di * n
+    assert counter.total_flop() == 2 * per_direction
+
+
+def test_bop_of_fp32_is_1024_mac_and_w1a1_is_mac():
+    encoder = build_encoder(
+        "transformer", num_layers=1, d_model=D, nhead=H, d_ffn=32, mixer="mhsa", dropout=0.0
+    )
+    x = torch.randn(1, T, D)
+    fp32 = count(encoder, x)
+    assert fp32.total_mac() > 0
+    assert fp32.total_bop() == 1024 * fp32.total_mac()
+    assert fp32.float_flop() == fp32.total_flop() == 2 * fp32.total_mac()
+    binary = count(encoder, x, bit_widths=w1a1())
+    assert binary.total_mac() == fp32.total_mac()
+    assert binary.total_bop() == binary.total_mac()
+    assert binary.float_flop() == 0
+    assert binary.estimated_time() < fp32.estimated_time()
+    mixed = count(encoder, x, bit_widths=BitWidths({"type:Linear": (1, 8)}))
+    linear_mac = sum(o.mac for o in mixed.ops if o.kind == "weight")
+    other_mac = mixed.total_mac() - linear_mac
+    assert mixed.total_bop() == 8 * linear_mac + 1024 * other_mac
+
+
+def test_storage_against_parameter_counts():
+    model = nn.Sequential(nn.Linear(64, 32), nn.LayerNorm(32), nn.Linear(32, 8, bias=False))
+    params = sum(p.numel() for p in model.parameters())
+    assert storage_bytes(model) == 4 * params
+    binary = storage_bytes(model, BitWidths({"type:Linear": (1, 1)}))
+    # Weights at 1 bit + a 32-bit scale and a 32-bit (α, β) pair per linear layer; the bias and
+    # the LayerNorm stay 32-bit.
+    expected_bits = (64 * 32 + 32 * 8) + 2 * (32 + 64) + 32 * 32 + 2 * 32 * 32
+    assert binary == expected_bits / 8
+    kept = storage_bytes(model, BitWidths({"0": (32, 32), "type:Linear": (1, 1)}))
+    assert kept > binary
+
+
+def test_bit_width_rules_are_validated():
+    with pytest.raises(ValueError, match="weight_bits, activation_bits"):
+        BitWidths({"*": (0, 32)})
+
+
+def test_run_isolated_reports_timeout_and_errors():
+    result = run_isolated("time:sleep", {"secs": 30}, timeout=0.5)
+    assert result == {"status": "skipped (timeout)"}
+    result = run_isolated("speechbrain_ext.bench.specs:parse_numbers", {"text": "x"}, timeout=60)
+    assert result["status"].startswith("error:") and "comma-separated" in result["status"]
+
+
+def _read(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_mixers_quick_in_subprocess(tmp_path):
+    from speechbrain_ext.bench.mixers import main
+
+    rows = main(
+        ["--quick", "--mixers", "mhsa", "--lengths", "8", "--threads", "1", "--out", str(tmp_path)]
+    )
+    assert [r["status"] for r in rows] == ["ok"]
+    assert rows[0]["time_s"] > 0 and rows[0]["peak_mb"] >= 0
+    assert _read(tmp_path / "mixers_cpu.csv")[0]["mixer"] == "mhsa"
+    assert "| mhsa |" in (tmp_path / "mixers_cpu.md").read_text()
+    assert (tmp_path / "mixers_cpu.png").stat().st_size > 0
+
+
+def test_mixers_quick_with_baselines(tmp_path):
+    from speechbrain_ext.bench.mixers import main
+
+    rows = main(
+        [
+            "--quick",
+            "--mixers",
+            "mhsa",
+            "fastformer",
+            "sb_mha",
+            "sb_relposxl",
+            "sb_hypermixing",
+            "--lengths",
+            "8",
+            "--in-process",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert {r["status"] for r in rows} == {"ok"}
+    text = (tmp_path / "mixers_cpu.md").read_text()
+    assert "×mhsa / ×sb_mha" in text and "| sb_relposxl |" in text
+
+
+def test_speed_quick(tmp_path):
+    from speechbrain_ext.bench.speed import main
+
+    rows = main(
+        [
+            "--quick",
+            "--scale",
+            "base",
+            "--mixers",
+            "mhsa",
+            "sb_mha",
+            "--seconds",
+            "0.5",
+            "--batch-size",
+            "1",
+            "--in-process",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert {(r["mode"], r["model"]) for r in rows} == {
+        (mode, model) for mode in ("infer", "train") for model in ("mhsa", "sb_mha")
+    }
+    assert {r["status"] for r in rows} == {"ok"}
+    assert len(_read(tmp_path / "speed_cpu.csv")) == 4
+    assert "## base, train: time" in (tmp_path / "speed_cpu.md").read_text()
+    for mode in ("infer", "train"):
+        assert (tmp_path / f"speed_cpu_base_{mode}.png").stat().st_size > 0
+
+
+def test_profile_command_writes_tables(tmp_path):
+    from speechbrain_ext.bench.profile import main
+
+    rows = main(
+        [
+            "conformer_s",
+            "--frontend",
+            "none",
+            "--seconds",
+            "0.2",
+            "--bits",
+            "w1a1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rows[0]["precision"] == "W1A1" and rows[0]["gbop"] > 0
+    assert (tmp_path / "profile_conformer_s_w1a1.csv").exists()
