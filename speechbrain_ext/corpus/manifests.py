@@ -21,23 +21,18 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from speechbrain_ext.data.manifest import TASK_COLUMNS as SCHEMA_COLUMNS
 from speechbrain_ext.data.manifest import read_manifest, write_manifest, write_table
 
 SPLITS = ("train", "dev", "test")
-# Task columns after ID, duration, wav, spk_id, by manifest folder.
+# Task columns after ID, duration, wav, spk_id, by manifest folder: the schema's table
+# (speechbrain_ext.data.manifest), plus phonemes for the LibriSpeech part and one CommonVoice
+# folder per language.
 TASK_COLUMNS = {
-    "librispeech": ("wrd", "phn"),
-    "ks": ("label",),
-    "ic": ("action", "object", "location", "intent", "wrd"),
-    "slurp": ("scenario", "action", "intent", "wrd", "slots"),
-    "sf": ("wrd", "slots", "slot_wrd"),
-    "er": ("emo", "session"),
-    "sid": (),
-    "asv": (),
-    "sd": ("rttm", "num_spk"),
-    "qbe": ("wrd",),
-    "cv_cy": ("wrd",),
-    "cv_eu": ("wrd",),
+    **{task: columns for task, columns in SCHEMA_COLUMNS.items() if task != "cv"},
+    "librispeech": (*SCHEMA_COLUMNS["librispeech"], "phn"),
+    "cv_cy": SCHEMA_COLUMNS["cv"],
+    "cv_eu": SCHEMA_COLUMNS["cv"],
 }
 LIBRISPEECH_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 
