@@ -1,0 +1,137 @@
+"""Encoders for the benchmark: a self-supervised model, and the baselines it is compared with.
+
+- :class:`FbankEncoder`: SpeechBrain log-mel filterbanks (no learning) behind the interface of
+  ``load_ssl_encoder``'s module, so every probe can be trained on plain features.
+- :func:`load_mp3s_encoder`: ``"fbank"`` or a model folder / checkpoint; with
+  ``pretrained=False`` the same configuration with random weights (the "random encoder"
+  baseline).
+
+Example
+-------
+>>> import torch
+>>> encoder = FbankEncoder()
+>>> layers = encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+>>> len(layers), layers[0].shape
+(1, torch.Size([2, 101, 80]))
+>>> encoder.num_layers, encoder.hidden_size, encoder.downsample_rate
+(1, 80, 160)
+"""
+
+import torch
+from speechbrain.lobes.features import Fbank
+from torch import nn
+
+from speechbrain_ext.nnet.masking import wav_lens_to_padding_mask
+
+FBANK = "fbank"
+
+
+class FbankEncoder(nn.Module):
+    """Log-mel filterbank features as a one-layer "encoder" (10 ms hop, 25 ms window).
+
+    Arguments
+    ---------
+    n_mels : int
+        Number of mel channels (the ``hidden_size``).
+    sample_rate : int
+        Audio sample rate.
+    hop_length : int
+        Hop in milliseconds; ``downsample_rate = sample_rate * hop_length / 1000``.
+    normalize : bool
+        Mean and variance normalisation per utterance and channel over the valid frames
+        (padding does not change the statistics).
+    """
+
+    def __init__(
+        self,
+        *,
+        n_mels: int = 80,
+        sample_rate: int = 16000,
+        hop_length: int = 10,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        self.fbank = Fbank(n_mels=n_mels, sample_rate=sample_rate, hop_length=hop_length)
+        self.n_mels = n_mels
+        self.sample_rate = sample_rate
+        self.hop_length = hop_length
+        self.normalize = normalize
+        self.num_layers = 1
+        self.hidden_size = n_mels
+        self.downsample_rate = sample_rate * hop_length // 1000
+
+    def extra_repr(self) -> str:
+        """The configuration, part of ``repr`` (and so of the feature-cache checksum)."""
+        return (
+            f"n_mels={self.n_mels}, sample_rate={self.sample_rate}, "
+            f"hop_length={self.hop_length}, normalize={self.normalize}"
+        )
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> list:
+        """Features of a batch of audio.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples) audio.
+        wav_lens : torch.Tensor, optional
+            (batch,) relative lengths in (0, 1].
+
+        Returns
+        -------
+        list of torch.Tensor
+            One (batch, frames, n_mels) tensor.
+        """
+        if wavs.dim() != 2:
+            raise ValueError(f"wavs must be (batch, samples), got {tuple(wavs.shape)}")
+        feats = self.fbank(wavs)  # (batch, frames, n_mels)
+        if self.normalize:
+            if wav_lens is None:
+                wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+            pad = wav_lens_to_padding_mask(wav_lens.to(feats.device), feats.shape[1])
+            valid = (~pad).unsqueeze(-1).to(feats.dtype)  # (batch, frames, 1)
+            count = valid.sum(dim=1, keepdim=True)
+            mean = (feats * valid).sum(dim=1, keepdim=True) / count
+            var = (((feats - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
+            feats = (feats - mean) / torch.sqrt(var + 1e-5) * valid
+        return [feats]
+
+
+def load_mp3s_encoder(spec, *, pretrained: bool = True, seed: int = 1234) -> nn.Module:
+    """The encoder to probe, from a yaml/CLI value.
+
+    Arguments
+    ---------
+    spec : str or Path
+        ``"fbank"`` for :class:`FbankEncoder`, otherwise what ``load_ssl_encoder`` accepts
+        (a trained model's output folder, or a checkpoint/yaml file inside it).
+    pretrained : bool
+        ``False`` builds the same configuration with random weights. Ignored for ``"fbank"``,
+        which has no weights.
+    seed : int
+        Seed of the random initialisation when ``pretrained=False``, so that the random
+        baseline (and its feature cache) is the same on every run.
+
+    Example
+    -------
+    >>> load_mp3s_encoder("fbank").hidden_size
+    80
+    >>> load_mp3s_encoder("")
+    Traceback (most recent call last):
+    ...
+    ValueError: encoder: give 'fbank' or the path of a trained model
+    """
+    if spec is None or str(spec).strip() == "":
+        raise ValueError("encoder: give 'fbank' or the path of a trained model")
+    if str(spec) == FBANK:
+        return FbankEncoder()
+    from speechbrain_ext import load_ssl_encoder
+
+    if pretrained:
+        return load_ssl_encoder(spec, pretrained=True)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return load_ssl_encoder(spec, pretrained=False)
+    finally:
+        torch.random.set_rng_state(state)

@@ -1,0 +1,337 @@
+"""SpeechBrain ``Brain`` classes that train a probe on an encoder's features, one per task kind.
+
+- :class:`CTCBrain`: CTC probe, greedy decoding, WER (``ErrorRateStats``).
+- :class:`ClassificationBrain`: utterance probe, accuracy.
+- :class:`VerificationBrain`: utterance probe trained to classify the training speakers;
+  validated and tested by cosine scoring of its embeddings over trials, EER (SpeechBrain's
+  ``EER``).
+
+All take the featurizer, the probe, the recipe's yaml and run options; features come from the
+layer cache (``layers`` items) or from audio (``sig`` items), see ``recipe.feature_datasets``.
+Yaml keys used: ``number_of_epochs``, ``batch_size``, ``lr``, ``encoder_lr``,
+``annealing_factor``, ``save_folder``, ``train_log``, ``output_folder``, ``freeze_encoder``,
+``cache_features``.
+"""
+
+import speechbrain as sb
+import torch
+from speechbrain.nnet.losses import ctc_loss
+from speechbrain.nnet.schedulers import NewBobScheduler
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.epoch_loop import EpochCounter
+from speechbrain.utils.metric_stats import ErrorRateStats
+from speechbrain.utils.train_logger import FileTrainLogger
+
+from speechbrain_ext.mp3s.featurizer import SSLFeaturizer
+from speechbrain_ext.mp3s.metrics import (
+    accuracy,
+    add_word_errors,
+    all_pair_trials,
+    cosine_eer,
+    ctc_greedy_texts,
+)
+from speechbrain_ext.mp3s.tokenizers import BLANK_INDEX
+
+
+def uses_cache(hparams: dict) -> bool:
+    """Whether features come from the cache (frozen encoder and ``cache_features``)."""
+    return bool(hparams["freeze_encoder"] and hparams["cache_features"])
+
+
+class ProbeBrain(sb.Brain):
+    """A probe (and the layer weights) trained on an encoder's features.
+
+    Subclasses implement ``compute_forward``/``compute_objectives`` and the metric hooks
+    :meth:`reset_metrics` and :meth:`summarize_metrics`, and set ``select_key`` (the dev metric
+    that picks the checkpoint), ``select_max`` and ``anneal_key`` (the dev value, lower is
+    better, that anneals the learning rate).
+
+    Arguments
+    ---------
+    featurizer : SSLFeaturizer
+        The encoder and its layer weighting.
+    probe : torch.nn.Module
+        The downstream probe.
+    hparams : dict
+        The recipe's yaml.
+    run_opts : dict
+        SpeechBrain run options.
+    """
+
+    select_key = "loss"
+    select_max = False
+    anneal_key = "loss"  # dev value (lower is better) driving the learning-rate annealing
+    eval_loss = True  # whether dev/test stats report the loss
+
+    def __init__(self, *, featurizer: SSLFeaturizer, probe, hparams: dict, run_opts: dict):
+        self.cached = uses_cache(hparams)
+        self.epoch_counter = EpochCounter(limit=hparams["number_of_epochs"])
+        self.annealer = NewBobScheduler(
+            initial_value=hparams["lr"], annealing_factor=hparams["annealing_factor"]
+        )
+        recoverables = {
+            "probe": probe,
+            "layer_weights": featurizer.weighted_sum,
+            "counter": self.epoch_counter,
+            "annealer": self.annealer,
+        }
+        if not featurizer.freeze:
+            recoverables["encoder"] = featurizer.encoder
+        self.train_logger = FileTrainLogger(save_file=hparams["train_log"])
+        self.train_stats, self.test_stats = {}, {}
+        super().__init__(
+            modules={"featurizer": featurizer, "probe": probe},
+            opt_class=torch.optim.Adam,
+            hparams=hparams,
+            run_opts=dict(run_opts),
+            checkpointer=Checkpointer(hparams["save_folder"], recoverables=recoverables),
+        )
+
+    def init_optimizers(self):
+        """Adam over the probe and layer weights (``lr``), plus the encoder when fine-tuned
+        (``encoder_lr``).
+        """
+        featurizer = self.modules.featurizer
+        head = list(self.modules.probe.parameters()) + list(featurizer.weighted_sum.parameters())
+        groups = [{"params": head, "lr": self.hparams.lr}]
+        if not featurizer.freeze:
+            groups.append(
+                {"params": featurizer.encoder.parameters(), "lr": self.hparams.encoder_lr}
+            )
+        self.optimizer = torch.optim.Adam(groups)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def features(self, batch):
+        """Weighted-sum features of a batch and their relative lengths.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            (batch, frames, hidden_size).
+        lens : torch.Tensor
+            (batch,) relative lengths.
+        """
+        featurizer = self.modules.featurizer
+        if self.cached:
+            layers, lens = batch.layers  # (batch, frames, layers, dim)
+            return featurizer.mix(layers.to(self.device)), lens.to(self.device)
+        wavs, lens = batch.sig  # (batch, samples)
+        wavs, lens = wavs.to(self.device), lens.to(self.device)
+        return featurizer(wavs, lens), lens
+
+    def reset_metrics(self, stage):
+        """Start collecting the metrics of a stage (subclasses)."""
+
+    def summarize_metrics(self, stage) -> dict:
+        """The metrics of a finished stage, ``{name: value}`` (subclasses)."""
+        return {}
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the metric trackers."""
+        self.reset_metrics(stage)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log, anneal the learning rate on the dev loss, keep the best checkpoint."""
+        stats = {"loss": stage_loss} if stage == sb.Stage.TRAIN or self.eval_loss else {}
+        if stage != sb.Stage.TRAIN:
+            stats.update(self.summarize_metrics(stage))
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+        elif stage == sb.Stage.VALID:
+            old_lr, new_lr = self.annealer(stats[self.anneal_key])
+            for group in self.optimizer.param_groups:
+                group["lr"] *= new_lr / old_lr
+            self.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": new_lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            keys = {"max_keys" if self.select_max else "min_keys": [self.select_key]}
+            self.checkpointer.save_and_keep_only(meta=stats, **keys)
+        else:
+            self.test_stats = stats
+            self.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.epoch_counter.current}, test_stats=stats
+            )
+
+    def selection_keys(self) -> dict:
+        """``min_key``/``max_key`` argument picking the best checkpoint."""
+        return {("max_key" if self.select_max else "min_key"): self.select_key}
+
+    def train_probe(self, datasets: dict):
+        """Fit on ``train`` with ``dev`` for checkpoint selection."""
+        batch_size = self.hparams.batch_size
+        # A last batch of one utterance breaks the BatchNorm after pooling (x-vector, ECAPA);
+        # shuffling means every utterance is still seen.
+        drop_last = len(datasets["train"]) > batch_size
+        self.fit(
+            self.epoch_counter,
+            datasets["train"],
+            datasets["dev"],
+            train_loader_kwargs={"batch_size": batch_size, "shuffle": True, "drop_last": drop_last},
+            valid_loader_kwargs={"batch_size": batch_size},
+        )
+
+    def test(self, dataset) -> dict:
+        """Evaluate the best checkpoint on ``dataset``; returns the test stats."""
+        self.evaluate(
+            dataset, test_loader_kwargs={"batch_size": self.hparams.batch_size},
+            **self.selection_keys(),
+        )  # fmt: skip
+        return dict(self.test_stats)
+
+    @torch.no_grad()
+    def embed_dataset(self, dataset) -> dict:
+        """Utterance embeddings of the best checkpoint's probe: id → (embedding_size,)."""
+        self.checkpointer.recover_if_possible(**self.selection_keys())
+        self.modules.eval()
+        loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=self.hparams.batch_size)
+        embeddings = {}
+        for batch in loader:
+            feats, lens = self.features(batch)
+            for utt_id, emb in zip(batch.id, self.modules.probe.embed(feats, lens).cpu()):
+                embeddings[utt_id] = emb
+        return embeddings
+
+
+class CTCBrain(ProbeBrain):
+    """A CTC probe (``linear_ctc``, ``bilstm_ctc``) scored by WER (checkpoint selection and
+    result); the character error rate is reported beside it.
+
+    Arguments
+    ---------
+    tokenizer : CharTokenizer or BPETokenizer
+        Maps transcripts (the batch's ``wrd``) to the targets (``tokens``) and back.
+    **kwargs
+        Those of :class:`ProbeBrain`.
+    """
+
+    select_key = "WER"
+
+    def __init__(self, *, tokenizer, **kwargs):
+        super().__init__(**kwargs)
+        self.tokenizer = tokenizer
+
+    def compute_forward(self, batch, stage):
+        """Log-probabilities (batch, frames, tokens) and relative lengths."""
+        feats, lens = self.features(batch)
+        return self.modules.probe(feats, lens), lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        """CTC loss; greedy transcripts feed the WER outside training."""
+        log_probs, lens = predictions
+        tokens, token_lens = batch.tokens
+        tokens, token_lens = tokens.to(self.device), token_lens.to(self.device)
+        loss = ctc_loss(log_probs, tokens, lens, token_lens, blank_index=BLANK_INDEX)
+        if stage != sb.Stage.TRAIN:
+            hyps = ctc_greedy_texts(log_probs.detach().cpu(), lens.cpu(), self.tokenizer)
+            add_word_errors(self.wer, batch.id, hyps, batch.wrd)
+            self.cer.append(
+                batch.id, predict=[list(h) for h in hyps], target=[list(r) for r in batch.wrd]
+            )
+        return loss
+
+    def reset_metrics(self, stage):
+        """New WER and CER trackers."""
+        self.wer, self.cer = ErrorRateStats(), ErrorRateStats()
+
+    def summarize_metrics(self, stage):
+        """WER and CER in percent; the test alignments go to ``<output_folder>/wer.txt``."""
+        if stage == sb.Stage.TEST:
+            with open(f"{self.hparams.output_folder}/wer.txt", "w", encoding="utf-8") as out:
+                self.wer.write_stats(out)
+        return {"WER": self.wer.summarize("WER"), "CER": self.cer.summarize("WER")}
+
+
+class ClassificationBrain(ProbeBrain):
+    """An utterance probe scored by accuracy; batches carry ``target`` class indices."""
+
+    select_key = "accuracy"
+    select_max = True
+
+    def compute_forward(self, batch, stage):
+        """Class scores (batch, classes)."""
+        feats, lens = self.features(batch)
+        return self.modules.probe(feats, lens)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """The probe's loss (cross-entropy, or AAM for a cosine classifier)."""
+        targets = batch.target.data.to(self.device).squeeze(-1)  # (batch,)
+        if stage != sb.Stage.TRAIN:
+            self.predictions.extend(predictions.argmax(dim=-1).tolist())
+            self.targets.extend(targets.tolist())
+        return self.modules.probe.loss(predictions, targets)
+
+    def reset_metrics(self, stage):
+        """Forget the collected predictions."""
+        self.predictions, self.targets = [], []
+
+    def summarize_metrics(self, stage):
+        """Accuracy in percent."""
+        return {"accuracy": accuracy(self.predictions, self.targets)}
+
+
+class VerificationBrain(ProbeBrain):
+    """Speaker verification: the probe learns to classify the training speakers (batches carry
+    ``target``); dev batches carry ``spk_id`` and are scored, like the test, by the EER of cosine
+    scoring (all dev utterance pairs), which picks the checkpoint and anneals the learning rate.
+    Dev speakers may be the training speakers (other utterances) or new ones.
+
+    Arguments
+    ---------
+    max_dev_utterances : int
+        At most this many dev utterances (an evenly spaced subset) make the dev pairs.
+    **kwargs
+        Those of :class:`ProbeBrain`.
+    """
+
+    select_key = "EER"
+    anneal_key = "EER"
+    eval_loss = False  # no loss outside training: embeddings are scored
+
+    def __init__(self, *, max_dev_utterances: int = 200, **kwargs):
+        super().__init__(**kwargs)
+        self.max_dev_utterances = max_dev_utterances
+
+    def compute_forward(self, batch, stage):
+        """Class scores when training, embeddings (batch, embedding_size) otherwise."""
+        feats, lens = self.features(batch)
+        if stage == sb.Stage.TRAIN:
+            return self.modules.probe(feats, lens)
+        return self.modules.probe.embed(feats, lens)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """The probe's loss when training; otherwise collect embeddings (zero loss)."""
+        if stage == sb.Stage.TRAIN:
+            targets = batch.target.data.to(self.device).squeeze(-1)  # (batch,)
+            return self.modules.probe.loss(predictions, targets)
+        self.embeddings.update(zip(batch.id, predictions.detach().cpu()))
+        self.speakers.update(zip(batch.id, batch.spk_id))
+        return torch.zeros((), device=self.device)
+
+    def reset_metrics(self, stage):
+        """Forget the collected embeddings."""
+        self.embeddings, self.speakers = {}, {}
+
+    def summarize_metrics(self, stage):
+        """EER (percent) over all pairs of the collected utterances."""
+        trials = all_pair_trials(self.speakers, max_utterances=self.max_dev_utterances)
+        return {"EER": cosine_eer(self.embeddings, trials)}
+
+    def verify(self, dataset, trials) -> float:
+        """EER (percent) of cosine scoring of the best checkpoint's embeddings.
+
+        Arguments
+        ---------
+        dataset : DynamicItemDataset
+            Holds every utterance the trials name.
+        trials : iterable of (label, enrol_id, test_id)
+            Verification trials (label 1: same speaker).
+        """
+        eer = cosine_eer(self.embed_dataset(dataset), trials)
+        self.test_stats = {"EER": eer}
+        self.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.epoch_counter.current}, test_stats=self.test_stats
+        )
+        return eer

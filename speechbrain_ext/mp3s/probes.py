@@ -1,0 +1,390 @@
+"""Downstream probes on top of the weighted layer sum, by yaml name.
+
+Two families:
+
+- **sequence probes** (``kind = "ctc"``): ``forward(feats, lens) -> (batch, time, num_outputs)``
+  log-probabilities for CTC: ``linear_ctc``, ``bilstm_ctc``.
+- **utterance probes** (``kind = "utterance"``): ``embed(feats, lens) -> (batch, embedding_size)``
+  and ``forward(feats, lens) -> (batch, num_outputs)`` class scores, ``loss(scores, targets)``:
+  ``meanpool_linear``, ``bilstm_pool``, ``xvector`` and ``ecapa`` (SpeechBrain's ``Xvector`` and
+  ``ECAPA_TDNN`` lobes). With ``classifier="cosine"`` the scores are cosine similarities to
+  class prototypes trained with an additive angular margin (AAM-softmax), as for speaker
+  verification; with ``classifier="linear"`` they are logits trained with cross-entropy.
+
+``feats`` is (batch, time, input_size), ``lens`` SpeechBrain relative lengths (batch,).
+
+Example
+-------
+>>> import torch
+>>> probe = build_probe("meanpool_linear", input_size=8, num_outputs=3)
+>>> feats, lens = torch.randn(2, 10, 8), torch.tensor([1.0, 0.6])
+>>> probe(feats, lens).shape, probe.kind
+(torch.Size([2, 3]), 'utterance')
+>>> build_probe("bilstm_ctc", input_size=8, num_outputs=5, hidden_size=4)(feats, lens).shape
+torch.Size([2, 10, 5])
+>>> list_probes()
+['bilstm_ctc', 'bilstm_pool', 'ecapa', 'linear_ctc', 'meanpool_linear', 'xvector']
+"""
+
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+from speechbrain.lobes.models.ECAPA_TDNN import Classifier as CosineClassifier
+from speechbrain.lobes.models.Xvector import Xvector
+from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+from speechbrain.nnet.RNN import LSTM
+from torch import nn
+
+from speechbrain_ext.nnet.masking import wav_lens_to_padding_mask
+from speechbrain_ext.registry import Registry
+
+PROBES = Registry("probe")
+CLASSIFIERS = ("linear", "cosine")
+
+
+def list_probes() -> list[str]:
+    """Names of every registered probe."""
+    return PROBES.names()
+
+
+def build_probe(name: str, *, input_size: int, num_outputs: int, **options) -> nn.Module:
+    """Build the probe registered as ``name`` (``KeyError`` lists the valid names)."""
+    return PROBES.build(name, input_size=input_size, num_outputs=num_outputs, **options)
+
+
+def masked_mean(x: torch.Tensor, lens: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the valid frames of (batch, time, dim) → (batch, dim).
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    >>> masked_mean(x, torch.tensor([2 / 3]))
+    tensor([[2.]])
+    """
+    if lens is None:
+        return x.mean(dim=1)
+    valid = (~wav_lens_to_padding_mask(lens.to(x.device), x.shape[1])).unsqueeze(-1)
+    valid = valid.to(x.dtype)  # (batch, time, 1)
+    return (x * valid).sum(dim=1) / valid.sum(dim=1)
+
+
+class _BiLSTM(nn.Module):
+    """SpeechBrain's LSTM, bidirectional, packed by relative lengths; output 2 × hidden."""
+
+    def __init__(self, *, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.lstm = LSTM(
+            hidden_size=hidden_size,
+            input_size=input_size,
+            num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=True,
+        )
+        self.output_size = 2 * hidden_size
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor | None) -> torch.Tensor:
+        out, _ = self.lstm(x, lengths=lens)  # (batch, time, 2 * hidden)
+        if out.shape[1] < x.shape[1]:  # packing trims to the longest valid length
+            out = F.pad(out, (0, 0, 0, x.shape[1] - out.shape[1]))
+        return out
+
+
+# ----------------------------------------------------------------------------- CTC probes
+
+
+@PROBES.register("linear_ctc")
+class LinearCTC(nn.Module):
+    """A linear layer to CTC tokens (SUPERB's PR probe).
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Number of CTC tokens, blank included.
+    dropout : float
+        Dropout on the input features.
+    """
+
+    kind = "ctc"
+
+    def __init__(self, *, input_size: int, num_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(input_size, num_outputs)
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities (batch, time, num_outputs)."""
+        return F.log_softmax(self.output(self.dropout(feats)), dim=-1)
+
+
+@PROBES.register("bilstm_ctc")
+class BiLSTMCTC(nn.Module):
+    """A bidirectional LSTM stack then a linear layer to CTC tokens (MP3S / SUPERB ASR probe).
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Number of CTC tokens, blank included.
+    hidden_size : int
+        LSTM size per direction (MP3S uses 1024; small values suit the built-in corpus).
+    num_layers : int
+        Number of BiLSTM layers.
+    dropout : float
+        Dropout on the input and between LSTM layers.
+    """
+
+    kind = "ctc"
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        num_outputs: int,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = _BiLSTM(
+            input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
+        )
+        self.output = nn.Linear(self.rnn.output_size, num_outputs)
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities (batch, time, num_outputs)."""
+        hidden = self.rnn(self.dropout(feats), lens)  # (batch, time, 2 * hidden)
+        return F.log_softmax(self.output(self.dropout(hidden)), dim=-1)
+
+
+# ------------------------------------------------------------------------ utterance probes
+
+
+class UtteranceProbe(nn.Module):
+    """An utterance embedding network followed by a classifier.
+
+    Subclasses define ``self.embedding`` (feats, lens) -> (batch, embedding_size).
+
+    Arguments
+    ---------
+    embedding_size : int
+        Size of the embedding the classifier reads.
+    num_outputs : int
+        Number of classes.
+    classifier : str
+        ``"linear"`` (logits, cross-entropy) or ``"cosine"`` (cosine scores, AAM-softmax).
+    margin, scale : float
+        AAM margin and scale (``classifier="cosine"`` only).
+    """
+
+    kind = "utterance"
+
+    def __init__(
+        self,
+        *,
+        embedding_size: int,
+        num_outputs: int,
+        classifier: str = "linear",
+        margin: float = 0.2,
+        scale: float = 30.0,
+    ):
+        super().__init__()
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+        self.embedding_size = embedding_size
+        self.classifier_type = classifier
+        if classifier == "linear":
+            self.classifier = nn.Linear(embedding_size, num_outputs)
+            self.criterion = None
+        else:
+            self.classifier = CosineClassifier(embedding_size, out_neurons=num_outputs)
+            self.criterion = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=scale))
+
+    def embed(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Utterance embeddings (batch, embedding_size)."""
+        raise NotImplementedError
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores (batch, num_outputs): logits, or cosines for the cosine classifier."""
+        emb = self.embed(feats, lens)  # (batch, embedding_size)
+        if self.classifier_type == "linear":
+            return self.classifier(emb)
+        return self.classifier(emb.unsqueeze(1)).squeeze(1)
+
+    def loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss of ``scores`` (batch, classes) against integer ``targets`` (batch,)."""
+        if self.criterion is None:
+            return F.cross_entropy(scores, targets)
+        return self.criterion(scores.unsqueeze(1), targets.unsqueeze(1))
+
+
+@PROBES.register("meanpool_linear")
+class MeanPoolLinear(UtteranceProbe):
+    """Mean over valid frames, then the classifier (SUPERB's KS/ER/IC/SID probe).
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension (= the embedding size).
+    num_outputs : int
+        Number of classes.
+    dropout : float
+        Dropout on the pooled vector.
+    **classifier_options
+        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+    """
+
+    def __init__(
+        self, *, input_size: int, num_outputs: int, dropout: float = 0.0, **classifier_options
+    ):
+        super().__init__(embedding_size=input_size, num_outputs=num_outputs, **classifier_options)
+        self.dropout = nn.Dropout(dropout)
+
+    def embed(self, feats, lens=None):
+        """Masked mean of the features, (batch, input_size)."""
+        return self.dropout(masked_mean(feats, lens))
+
+
+@PROBES.register("bilstm_pool")
+class BiLSTMPool(UtteranceProbe):
+    """BiLSTM, mean over valid frames, then the classifier (MP3S SLURP's second probe).
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Number of classes.
+    hidden_size : int
+        LSTM size per direction; the embedding is 2 × hidden_size.
+    num_layers : int
+        Number of BiLSTM layers.
+    dropout : float
+        Dropout on the input and between layers.
+    **classifier_options
+        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        num_outputs: int,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        **classifier_options,
+    ):
+        super().__init__(
+            embedding_size=2 * hidden_size, num_outputs=num_outputs, **classifier_options
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = _BiLSTM(
+            input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
+        )
+
+    def embed(self, feats, lens=None):
+        """Masked mean of the BiLSTM outputs, (batch, 2 * hidden_size)."""
+        return masked_mean(self.rnn(self.dropout(feats), lens), lens)
+
+
+@PROBES.register("xvector")
+class XvectorProbe(UtteranceProbe):
+    """SpeechBrain's x-vector TDNN (statistics pooling) as the embedding network.
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Number of classes (training speakers for verification).
+    channels : list of int
+        TDNN channels of the 5 blocks (SpeechBrain default [512, 512, 512, 512, 1500]).
+    embedding_size : int
+        X-vector size.
+    **classifier_options
+        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        num_outputs: int,
+        channels=(512, 512, 512, 512, 1500),
+        embedding_size: int = 512,
+        **classifier_options,
+    ):
+        super().__init__(
+            embedding_size=embedding_size, num_outputs=num_outputs, **classifier_options
+        )
+        self.xvector = Xvector(
+            tdnn_blocks=len(channels),
+            tdnn_channels=list(channels),
+            tdnn_kernel_sizes=[5, 3, 3, 1, 1][: len(channels)],
+            tdnn_dilations=[1, 2, 3, 1, 1][: len(channels)],
+            lin_neurons=embedding_size,
+            in_channels=input_size,
+        )
+
+    def embed(self, feats, lens=None):
+        """X-vectors (batch, embedding_size)."""
+        return self.xvector(feats, lens).squeeze(1)
+
+
+@PROBES.register("ecapa")
+class ECAPAProbe(UtteranceProbe):
+    """SpeechBrain's ECAPA-TDNN (attentive statistics pooling) as the embedding network.
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Number of classes.
+    channels : list of int
+        Channels of the 5 blocks (SpeechBrain default [512, 512, 512, 512, 1536]); the middle
+        ones must be divisible by ``res2net_scale``.
+    embedding_size : int
+        Embedding size.
+    attention_channels, se_channels, res2net_scale : int
+        ECAPA sizes (defaults 128, 128, 8).
+    **classifier_options
+        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        num_outputs: int,
+        channels=(512, 512, 512, 512, 1536),
+        embedding_size: int = 192,
+        attention_channels: int = 128,
+        se_channels: int = 128,
+        res2net_scale: int = 8,
+        **classifier_options,
+    ):
+        super().__init__(
+            embedding_size=embedding_size, num_outputs=num_outputs, **classifier_options
+        )
+        if len(channels) != 5:
+            raise ValueError(f"ecapa needs 5 channel sizes, got {list(channels)}")
+        bad = [c for c in channels[1:-1] if c % res2net_scale]
+        if bad:
+            raise ValueError(f"ecapa channels {bad} are not divisible by res2net_scale")
+        self.ecapa = ECAPA_TDNN(
+            input_size,
+            lin_neurons=embedding_size,
+            channels=list(channels),
+            attention_channels=attention_channels,
+            se_channels=se_channels,
+            res2net_scale=res2net_scale,
+        )
+
+    def embed(self, feats, lens=None):
+        """ECAPA embeddings (batch, embedding_size)."""
+        return self.ecapa(feats, lens).squeeze(1)

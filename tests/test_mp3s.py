@@ -1,0 +1,381 @@
+"""MP3S: featurizer, cache, probes, every task recipe on tiny data, and the runner."""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from speechbrain.dataio import audio_io
+from speechbrain.dataio.dataio import read_audio
+from torch import nn
+
+from speechbrain_ext.data.manifest import read_manifest
+from speechbrain_ext.mp3s.baselines import FbankEncoder
+from speechbrain_ext.mp3s.cache import CacheStats, LayerFeatureCache, encoder_checksum
+from speechbrain_ext.mp3s.featurizer import SSLFeaturizer, WeightedLayerSum
+from speechbrain_ext.mp3s.probes import build_probe, list_probes
+from speechbrain_ext.mp3s.tasks import get_task, list_tasks, resolve_folds, write_fold_manifests
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RATE = 16000
+
+
+# ---------------------------------------------------------------------------- tiny data
+
+
+def _tone(freq: float, seconds: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return 0.3 * torch.sin(2 * math.pi * freq * t) + 0.02 * torch.randn(t.shape, generator=gen)
+
+
+def _write_csv(path: Path, rows: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_tiny_manifests(root: Path) -> Path:
+    """Manifests of every MP3S task in the built-in layout, over a few short tones."""
+    wav_dir = root / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    counter = iter(range(10_000))
+
+    def utt(spk: int, label: int, prefix: str) -> dict:
+        index = next(counter)
+        seconds = 0.3 + 0.05 * (index % 4)
+        path = wav_dir / f"{prefix}{index}.wav"
+        audio_io.save(str(path), _tone(200 + 60 * spk + 150 * label, seconds, index), SAMPLE_RATE)
+        return {
+            "ID": f"{prefix}{index}",
+            "duration": seconds,
+            "wav": str(path),
+            "spk_id": f"s{spk}",
+        }
+
+    words = ["HI", "YO", "HI YO", "OH HI"]
+    manifests = root / "manifests"
+    for task in ("librispeech", "cv_cy"):
+        for split, n in (("train", 8), ("dev", 4), ("test", 4)):
+            rows = [utt(i % 3, i % 4, f"{task}_") | {"wrd": words[i % 4]} for i in range(n)]
+            _write_csv(manifests / task / f"{split}.csv", rows)
+    scenarios = ["alarm", "music", "news"]
+    for split, n in (("train", 9), ("dev", 6), ("test", 6)):
+        rows = [
+            utt(i % 2, i % 3, "slurp_")
+            | {"scenario": scenarios[i % 3], "action": "set", "intent": f"{scenarios[i % 3]}_set",
+               "wrd": "SET IT", "slots": ""}
+            for i in range(n)
+        ]  # fmt: skip
+        _write_csv(manifests / "slurp" / f"{split}.csv", rows)
+    emotions = ["neu", "hap", "sad", "ang"]
+    for split, sessions in (("train", (1, 2, 3)), ("dev", (4,)), ("test", (5,))):
+        rows = [
+            utt(s, k, "er_") | {"emo": emotions[k], "session": s, "spk_id": f"Ses0{s}F"}
+            for s in sessions
+            for k in (0, 1, 2, 3, 0, 1)
+        ]
+        _write_csv(manifests / "er" / f"{split}.csv", rows)
+    train = [utt(s, 0, "asv_") for s in range(4) for _ in range(3)]
+    _write_csv(manifests / "asv" / "train.csv", train)
+    dev = [utt(s, 0, "asv_") for s in (8, 9) for _ in range(2)]  # new speakers, as built in
+    _write_csv(manifests / "asv" / "dev.csv", dev)
+    test = [utt(s, 0, "asv_") for s in (5, 6, 7) for _ in range(2)]
+    _write_csv(manifests / "asv" / "test.csv", test)
+    trials = [
+        {"label": int(a["spk_id"] == b["spk_id"]), "enrol_id": a["ID"], "test_id": b["ID"]}
+        for i, a in enumerate(test)
+        for b in test[i + 1 :]
+    ]
+    _write_csv(manifests / "asv" / "trials.csv", trials)
+    return manifests
+
+
+@pytest.fixture(scope="module")
+def tiny_manifests(tmp_path_factory) -> Path:
+    return write_tiny_manifests(tmp_path_factory.mktemp("mp3s_data"))
+
+
+class TinyEncoder(nn.Module):
+    """A 3-layer stand-in for load_ssl_encoder's module (frames of 160 samples)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_layers, self.hidden_size, self.downsample_rate = 3, 6, 160
+        self.frontend = nn.Linear(160, 6)
+        self.layers = nn.ModuleList(nn.Linear(6, 6) for _ in range(2))
+
+    def forward(self, wavs, wav_lens):
+        frames = wavs[:, : wavs.shape[1] // 160 * 160].reshape(wavs.shape[0], -1, 160)
+        outputs = [self.frontend(frames)]
+        for layer in self.layers:
+            outputs.append(torch.tanh(layer(outputs[-1])))
+        return outputs
+
+
+def make_tiny_bestrq(folder: Path) -> Path:
+    """A 2-layer BEST-RQ output folder that load_ssl_encoder reads (random weights)."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from speechbrain_ext.ssl.export import save_model_config
+    from speechbrain_ext.ssl.model import build_bestrq_model
+
+    model = build_bestrq_model(
+        "conformer", num_layers=2, d_model=32, nhead=4, mixer="fastformer", kernel_size=7,
+        codebook_size=16,
+    )  # fmt: skip
+    save_model_config(model, folder)
+    Checkpointer(folder / "save", {"model": model}).save_checkpoint()
+    return folder
+
+
+# ---------------------------------------------------------------------------- featurizer
+
+
+def test_layer_weights_are_softmax_normalised():
+    wsum = WeightedLayerSum(num_layers=4)
+    with torch.no_grad():
+        wsum.weights.copy_(torch.tensor([2.0, -1.0, 0.5, 3.0]))
+    weights = torch.tensor(wsum.layer_weights())
+    assert torch.all(weights > 0)
+    assert weights.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(weights, torch.softmax(torch.tensor([2.0, -1.0, 0.5, 3.0]), 0))
+    layers = [torch.full((1, 2, 3), float(i)) for i in range(4)]
+    mixed = wsum(layers, normalize=False)
+    assert torch.allclose(mixed, torch.full((1, 2, 3), float((weights * torch.arange(4.0)).sum())))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_gradients_reach_the_encoder_only_when_fine_tuning(freeze):
+    featurizer = SSLFeaturizer(encoder=TinyEncoder(), freeze=freeze)
+    featurizer.train()
+    feats = featurizer(torch.randn(2, 1600), torch.tensor([1.0, 0.7]))
+    assert feats.shape == (2, 10, 6)
+    feats.pow(2).mean().backward()
+    encoder_grads = [p.grad for p in featurizer.encoder.parameters()]
+    assert featurizer.weighted_sum.weights.grad is not None
+    assert featurizer.weighted_sum.weights.grad.abs().sum() > 0
+    if freeze:
+        assert all(g is None for g in encoder_grads)
+        assert not featurizer.encoder.training
+    else:
+        assert all(g is not None and g.abs().sum() > 0 for g in encoder_grads)
+
+
+def test_featurizer_rejects_an_encoder_without_the_interface():
+    with pytest.raises(TypeError, match="num_layers"):
+        SSLFeaturizer(encoder=nn.Linear(2, 2))
+
+
+def test_fbank_encoder_normalises_valid_frames_only():
+    encoder = FbankEncoder()
+    wavs = torch.randn(2, 8000)
+    wavs[1, 4000:] = 0.0
+    (feats,) = encoder(wavs, torch.tensor([1.0, 0.5]))
+    assert feats.shape == (2, 51, 80)
+    valid = feats[1, :26]  # round(0.5 * 51) valid frames
+    assert valid.mean().abs() < 1e-4
+    assert (valid.std(dim=0) - 1).abs().max() < 0.05
+    assert torch.all(feats[1, 26:] == 0)
+
+
+# -------------------------------------------------------------------------------- cache
+
+
+def test_cache_hits_misses_and_encoder_identity(tiny_manifests, tmp_path):
+    rows = read_manifest(tiny_manifests / "slurp" / "dev.csv")
+    featurizer = SSLFeaturizer(encoder=TinyEncoder())
+    cache = LayerFeatureCache(tmp_path, key=encoder_checksum(featurizer.encoder))
+    assert cache.fill(featurizer, rows[:2], batch_size=2) == CacheStats(hits=0, misses=2)
+    stats = cache.fill(featurizer, rows, batch_size=4)
+    assert (stats.hits, stats.misses) == (2, len(rows) - 2)
+    stats = cache.fill(featurizer, rows, batch_size=4)
+    assert (stats.hits, stats.misses) == (len(rows), 0)
+
+    # The cached features of an utterance are those of the encoder run on it alone.
+    wav = read_audio(rows[-1]["wav"]).unsqueeze(0)
+    alone = featurizer.encode_layers(wav, torch.ones(1))[0]  # (frames, layers, dim)
+    cached = cache.load(rows[-1]["ID"], rows[-1]["wav"])
+    assert cached.shape == alone.shape
+    assert torch.allclose(cached, alone, atol=2e-2)
+
+    other = TinyEncoder()  # other weights, other cache
+    assert encoder_checksum(other) != cache.key
+    other_cache = LayerFeatureCache(tmp_path, key=encoder_checksum(other))
+    assert not other_cache.has(rows[0]["ID"], rows[0]["wav"])
+    with pytest.raises(KeyError, match="not in the feature cache"):
+        other_cache.load(rows[0]["ID"], rows[0]["wav"])
+
+
+# ------------------------------------------------------------------------------- probes
+
+
+@pytest.mark.parametrize("name", list_probes())
+def test_probe_shapes_and_gradients(name):
+    small = {
+        "bilstm_ctc": {"hidden_size": 4},
+        "bilstm_pool": {"hidden_size": 4},
+        "xvector": {"channels": [8, 8, 8, 8, 16], "embedding_size": 6, "classifier": "cosine"},
+        "ecapa": {"channels": [8, 8, 8, 8, 16], "embedding_size": 6, "attention_channels": 4,
+                  "se_channels": 4},
+    }.get(name, {})  # fmt: skip
+    probe = build_probe(name, input_size=5, num_outputs=3, **small)
+    feats, lens = torch.randn(3, 12, 5, requires_grad=True), torch.tensor([1.0, 0.5, 0.75])
+    out = probe(feats, lens)
+    if probe.kind == "ctc":
+        assert out.shape == (3, 12, 3)
+        assert torch.allclose(out.exp().sum(-1), torch.ones(3, 12), atol=1e-5)
+        out.sum().backward()
+    else:
+        assert out.shape == (3, 3)
+        assert probe.embed(feats, lens).shape == (3, probe.embedding_size)
+        probe.loss(out, torch.tensor([0, 1, 2])).backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in probe.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", ["linear_ctc", "bilstm_ctc", "meanpool_linear", "bilstm_pool"])
+def test_probe_ignores_padding(name):
+    options = {"hidden_size": 4} if "bilstm" in name else {}
+    probe = build_probe(name, input_size=5, num_outputs=3, **options)
+    probe.eval()
+    feats = torch.randn(2, 10, 5)
+    lens = torch.tensor([1.0, 0.6])
+    batched = probe(feats, lens)[1]
+    alone = probe(feats[1:, :6], torch.ones(1))[0]
+    if probe.kind == "ctc":
+        batched = batched[:6]
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_unknown_probe_lists_valid_names():
+    with pytest.raises(KeyError, match="valid names: bilstm_ctc"):
+        build_probe("transformer", input_size=4, num_outputs=2)
+
+
+# -------------------------------------------------------------------------------- tasks
+
+
+def test_every_task_has_a_recipe_for_each_probe():
+    for name in list_tasks():
+        task = get_task(name)
+        assert (ROOT / "MP3S" / name / "train.py").is_file()
+        for probe in task.probes:
+            assert probe in list_probes()
+            assert (ROOT / "MP3S" / name / "hparams" / f"{probe}.yaml").is_file()
+
+
+@pytest.mark.parametrize("fold_by,n_folds", [("session", 5), ("speaker", 5)])
+def test_fold_manifests_leave_one_group_out(tiny_manifests, tmp_path, fold_by, n_folds):
+    manifests = {s: tiny_manifests / "er" / f"{s}.csv" for s in ("train", "dev", "test")}
+    assert resolve_folds("all", manifests, fold_by=fold_by) == list(range(1, n_folds + 1))
+    paths = write_fold_manifests(manifests, tmp_path, fold_by=fold_by, fold=2, dev_percent=30)
+    splits = {name: read_manifest(path) for name, path in paths.items()}
+    column = "session" if fold_by == "session" else "spk_id"
+    test_groups = {str(r[column]) for r in splits["test"]}
+    assert len(test_groups) == 1
+    assert not test_groups & {str(r[column]) for r in splits["train"] + splits["dev"]}
+    assert sum(len(rows) for rows in splits.values()) == 30
+    with pytest.raises(ValueError, match="fold 6 does not exist"):
+        write_fold_manifests(manifests, tmp_path, fold_by=fold_by, fold=6)
+
+
+# ------------------------------------------------------------------- recipes and runner
+
+# The runner test covers every task's default probe in this process; these subprocess runs of
+# the real train.py cover every task's other probe.
+SMOKE = [
+    ("LibriSpeech", "linear_ctc", "WER"),
+    ("CommonVoice", "linear_ctc", "WER"),
+    ("VoxCeleb1", "ecapa", "EER"),
+    ("SLURP", "bilstm_pool", "accuracy"),
+    ("IEMOCAP", "ecapa", "accuracy"),
+]
+
+
+@pytest.mark.parametrize("task,probe,metric", SMOKE)
+def test_recipe_smoke(tiny_manifests, tmp_path, task, probe, metric):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, str(ROOT / "MP3S" / task / "train.py"),
+        str(ROOT / "MP3S" / task / "hparams" / f"{probe}.yaml"),
+        f"--manifest_root={tiny_manifests}", f"--output_folder={out}",
+        f"--cache_folder={tmp_path / 'cache'}", "--number_of_epochs=2", "--noprogressbar",
+    ]  # fmt: skip
+    if task == "IEMOCAP":
+        cmd += ["--dev_percent=30", "--folds=[3]"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == task and results["probe"] == probe and results["metric"] == metric
+    value = results["value"]  # a WER exceeds 100 % when an untrained probe inserts words
+    assert math.isfinite(value) and value >= 0.0 and (metric == "WER" or value <= 100.0)
+    assert results["layer_weights"] == [1.0]  # fbank: one layer
+    log = out / ("fold_3/log.txt" if task == "IEMOCAP" else "train_log.txt")
+    losses = [
+        float(line.split("train loss: ")[1].split(" ")[0])
+        for line in log.open()
+        if "train loss" in line
+    ]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    if metric == "WER":
+        assert losses[1] < losses[0]
+        assert (out / "wer.txt").is_file()
+
+
+def test_runner_writes_the_table(tiny_manifests, tmp_path):
+    from speechbrain_ext.mp3s.runner import main
+
+    encoder = make_tiny_bestrq(tmp_path / "tiny_bestrq")
+    results = tmp_path / "results"
+    argv = [
+        "--encoder", str(encoder), "--manifest_root", str(tiny_manifests),
+        "--work_folder", str(tmp_path / "work"), "--results_folder", str(results),
+        "--override", "number_of_epochs=1", "--override", "IEMOCAP:dev_percent=30",
+        "--name", "tiny",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    table = (results / "tiny.md").read_text()
+    assert "python -m speechbrain_ext.mp3s --encoder " + str(encoder) in table
+    assert "| task | probe | metric | encoder | fbank | random |" in table
+    for name in list_tasks():
+        assert f"| {name} | {get_task(name).probes[0]} |" in table
+    assert "| encoder | SLURP | meanpool_linear | " in table  # layer weights of the encoder
+    with open(results / "tiny.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 15 and all(row["error"] == "" and row["value"] for row in rows)
+    encoder_rows = [row for row in rows if row["encoder"] == "encoder"]
+    assert all(len(row["layer_weights"].split()) == 3 for row in encoder_rows)  # front end + 2
+
+
+def test_fine_tuning_updates_the_encoder(tiny_manifests, tmp_path):
+    from speechbrain_ext import load_ssl_encoder
+
+    encoder_folder = make_tiny_bestrq(tmp_path / "tiny_bestrq")
+    spec = importlib.util.spec_from_file_location("mp3s_slurp_train", ROOT / "MP3S/SLURP/train.py")
+    slurp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slurp)
+    out = tmp_path / "ft"
+    results = slurp.main([
+        str(ROOT / "MP3S" / "SLURP" / "hparams" / "meanpool_linear.yaml"),
+        f"--encoder={encoder_folder}", "--freeze_encoder=False", "--number_of_epochs=1",
+        f"--manifest_root={tiny_manifests}", f"--output_folder={out}", "--noprogressbar",
+        "--encoder_lr=0.01", f"--cache_folder={tmp_path / 'cache'}",
+    ])  # fmt: skip
+    assert results["freeze_encoder"] is False
+    assert not (tmp_path / "cache").exists()  # fine-tuning never caches features
+    (ckpt,) = (out / "save").glob("CKPT+*")
+    tuned = torch.load(ckpt / "encoder.ckpt", map_location="cpu")
+    original = load_ssl_encoder(encoder_folder).state_dict()
+    changed = [k for k, v in tuned.items() if torch.is_tensor(v) and v.is_floating_point()
+               and not torch.equal(v, original[k])]  # fmt: skip
+    assert changed
