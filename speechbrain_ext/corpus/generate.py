@@ -21,7 +21,7 @@ from speechbrain_ext.corpus.tasks import plan_corpus
 
 logger = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1  # bump when a change alters the audio or manifests of a seed
+CORPUS_VERSION = 2  # bump when a change alters the audio or manifests of a seed
 MARKER = "corpus.json"
 IN_PROGRESS = ".generating"
 DEFAULT_MINUTES = 60.0
