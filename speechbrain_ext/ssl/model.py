@@ -26,6 +26,7 @@ True
 
 import inspect
 import logging
+import math
 
 import torch
 from torch import nn
@@ -179,13 +180,18 @@ def encoder_config(encoder: str, encoder_kind: str | None = None, **overrides) -
     ``None`` overrides keep the preset's value. ``encoder_kind`` swaps the layer
     type of a preset (e.g. the Conformer presets as a Transformer of the same
     widths and mixer); options the new kind does not take (``kernel_size``...)
-    are dropped, and logged.
+    are dropped, and logged. A Transformer swapped in gets HuBERT's convolutional
+    position embedding (``pos_conv``; 16 groups, or the largest divisor of
+    ``d_model`` below that), since its layers, unlike a Conformer's, carry no position.
 
     Example
     -------
     >>> cfg = encoder_config("conformer", num_layers=2, d_model=None)
     >>> cfg
     {'kind': 'conformer', 'num_layers': 2}
+    >>> cfg = encoder_config("bestrq_base_mamba", encoder_kind="transformer")
+    >>> cfg["kind"], cfg["d_model"], cfg["pos_conv"], cfg["pos_conv_groups"]
+    ('transformer', 474, True, 2)
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if encoder in PRESETS:
@@ -201,7 +207,14 @@ def encoder_config(encoder: str, encoder_kind: str | None = None, **overrides) -
             logger.info("encoder kind %s does not take %s; dropped", encoder_kind, dropped)
         config = {k: v for k, v in config.items() if k not in dropped}
         config["kind"] = encoder_kind
+        if encoder_kind == "transformer" and "pos_conv" not in overrides:
+            # A Conformer's convolution module carries position; a Transformer layer has none,
+            # so the swapped-in Transformer gets HuBERT's convolutional position embedding.
+            config["pos_conv"] = True
     config.update(overrides)
+    if config.get("pos_conv") and "pos_conv_groups" not in overrides and "d_model" in config:
+        # HuBERT uses 16 groups; the study widths (616, 632, 474...) need a divisor of d_model.
+        config["pos_conv_groups"] = math.gcd(config["d_model"], 16)
     return config
 
 
