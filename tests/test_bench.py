@@ -179,6 +179,23 @@ def test_speed_quick(tmp_path):
         assert (tmp_path / f"speed_cpu_base_{mode}.png").stat().st_size > 0
 
 
+def test_speed_resume_reuses_measured_rows(tmp_path):
+    from speechbrain_ext.bench.speed import main
+
+    common = ["--quick", "--scale", "base", "--seconds", "0.5", "--batch-size", "1"]
+    common += ["--mode", "infer", "--in-process", "--out", str(tmp_path)]
+    first = main([*common, "--mixers", "fastformer"])
+    second = main([*common, "--mixers", "fastformer", "summarymixing", "--resume"])
+    assert [r["model"] for r in second] == ["fastformer", "summarymixing"]
+    assert second[0]["time_s"] == first[0]["time_s"]  # read back, not measured again
+    assert second[0]["peak_mb"] == first[0]["peak_mb"]
+    assert second[1]["status"] == "ok" and second[1]["time_s"] > 0
+    assert len(_read(tmp_path / "speed_cpu.csv")) == 2
+    # other settings (here the batch size) are not reused
+    third = main([*common, "--batch-size", "2", "--mixers", "fastformer", "--resume"])
+    assert third[0]["batch_size"] == 2 and third[0]["time_s"] != first[0]["time_s"]
+
+
 def test_profile_command_writes_tables(tmp_path):
     from speechbrain_ext.bench.profile import main
 

@@ -26,6 +26,7 @@ MHSA) and one ``speed_<device>_<scale>_<mode>.png`` per scale and mode into ``--
 """
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -176,6 +177,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     machine = machine_info(args.device, args.threads)
     max_memory = args.max_memory_mb or _default_memory_cap(args.device)
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
+    device = torch.device(args.device).type
+    done = (
+        measured_rows(Path(args.out) / f"speed_{device}.csv", args=args, machine=machine)
+        if args.resume
+        else {}
+    )
     rows = []
     for scale in args.scale:
         for mode in modes:
@@ -195,6 +202,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "threads": args.threads,
                         "overrides": overrides,
                     }
+                    key = (scale, mode, spec, float(seconds))
+                    if key in done:  # --resume: measured earlier with the same settings
+                        rows.append(done[key])
+                        failed = failed or _skip_status(done[key])
+                        continue
                     if failed:
                         result = {"status": failed}
                     else:
@@ -226,6 +238,40 @@ def run(args: argparse.Namespace) -> list[dict]:
                     rows.append(row)
                     _log(row)
     write_outputs(rows, Path(args.out), args=args, machine=machine)
+    return rows
+
+
+def _skip_status(row: dict) -> str | None:
+    return row["status"] if row["status"].startswith("skipped") else None
+
+
+def measured_rows(path: Path, *, args, machine: str) -> dict:
+    """Rows of an earlier run's CSV that match this run's settings, by
+    (scale, mode, model, seconds); an absent file gives none.
+
+    A row matches when its batch size, device, dtype and machine (CPU or GPU, threads,
+    torch version) are this run's; measured times and memory are read back as floats.
+    """
+    if not path.exists():
+        return {}
+    rows = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            same = (
+                int(row["batch_size"]) == args.batch_size
+                and row["device"] == args.device
+                and row["dtype"] == args.dtype
+                and row["machine"] == machine
+            )
+            if not same:
+                continue
+            row["seconds"] = float(row["seconds"])
+            row["batch_size"] = int(row["batch_size"])
+            for name in ("time_s", "peak_mb", "params"):
+                if row[name] != "":
+                    row[name] = float(row[name]) if name != "params" else int(row[name])
+            rows[(row["scale"], row["mode"], row["model"], row["seconds"])] = row
+    print(f"--resume: {len(rows)} configurations reused from {path}", file=sys.stderr)
     return rows
 
 
@@ -341,6 +387,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap per configuration (CPU; default 80%% of available memory)",
     )
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the configurations of <out>/speed_<device>.csv measured with the same "
+        "batch size, dtype and machine; run only the others",
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",
