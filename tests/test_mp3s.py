@@ -327,9 +327,33 @@ def test_recipe_smoke(tiny_manifests, tmp_path, task, probe, metric):
         if "train loss" in line
     ]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    lines = log.read_text().splitlines()
+    yaml_lines = (out / "hyperparams.yaml").read_text().splitlines()
+    if any(line.startswith("checkpoint_selection: last") for line in yaml_lines):
+        assert "Epoch loaded: 2" in lines[-1]  # the final epoch is tested, not the best dev one
+    if any(line.startswith("lr_schedule: linear") for line in yaml_lines):
+        lr = float(next(line for line in yaml_lines if line.startswith("lr: ")).split()[1])
+        logged = [float(line.split("lr: ")[1].split(" ")[0]) for line in lines if "lr: " in line]
+        assert logged == pytest.approx([lr / 2, lr / 2], rel=1e-2)  # epoch 2 of 2 runs at lr / 2
     if metric == "WER":
         assert losses[1] < losses[0]
         assert (out / "wer.txt").is_file()
+
+
+@pytest.mark.parametrize("key", ["lr_schedule", "checkpoint_selection"])
+def test_brain_rejects_an_unknown_schedule_or_selection(tmp_path, key):
+    from speechbrain_ext.mp3s.brains import ClassificationBrain
+
+    hparams = {
+        "number_of_epochs": 1, "lr": 0.1, "annealing_factor": 0.5, "lr_schedule": "linear",
+        "checkpoint_selection": "last", "train_log": str(tmp_path / "log.txt"),
+        "save_folder": str(tmp_path / "save"), "freeze_encoder": True, "cache_features": True,
+    }  # fmt: skip
+    hparams[key] = "sometimes"
+    featurizer = SSLFeaturizer(encoder=FbankEncoder())
+    probe = build_probe("meanpool_linear", input_size=80, num_outputs=2)
+    with pytest.raises(ValueError, match=f"unknown {key} 'sometimes'"):
+        ClassificationBrain(featurizer=featurizer, probe=probe, hparams=hparams, run_opts={})
 
 
 def test_runner_writes_the_table(tiny_manifests, tmp_path):
@@ -350,6 +374,7 @@ def test_runner_writes_the_table(tiny_manifests, tmp_path):
     for name in list_tasks():
         assert f"| {name} | {get_task(name).probes[0]} |" in table
     assert "| encoder | SLURP | meanpool_linear | " in table  # layer weights of the encoder
+    assert "| LibriSpeech | bilstm_ctc | WER ↓ (CER) | " in table
     with open(results / "tiny.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 15 and all(row["error"] == "" and row["value"] for row in rows)

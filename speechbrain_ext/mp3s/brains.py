@@ -8,9 +8,9 @@
 
 All take the featurizer, the probe, the recipe's yaml and run options; features come from the
 layer cache (``layers`` items) or from audio (``sig`` items), see ``recipe.feature_datasets``.
-Yaml keys used: ``number_of_epochs``, ``batch_size``, ``lr``, ``encoder_lr``,
-``annealing_factor``, ``save_folder``, ``train_log``, ``output_folder``, ``freeze_encoder``,
-``cache_features``.
+Yaml keys used: ``number_of_epochs``, ``batch_size``, ``lr``, ``encoder_lr``, ``lr_schedule``,
+``annealing_factor``, ``checkpoint_selection``, ``save_folder``, ``train_log``, ``output_folder``,
+``freeze_encoder``, ``cache_features``.
 """
 
 import speechbrain as sb
@@ -32,6 +32,21 @@ from speechbrain_ext.mp3s.metrics import (
 )
 from speechbrain_ext.mp3s.tokenizers import BLANK_INDEX
 
+LR_SCHEDULES = ("newbob", "linear")
+CHECKPOINT_SELECTIONS = ("dev", "last")
+
+
+def linear_decay(lr: float, epoch: int, number_of_epochs: int) -> float:
+    """Learning rate of (1-based) ``epoch`` when it decays linearly from ``lr`` (epoch 1) to
+    ``lr / number_of_epochs`` (the last epoch).
+
+    Example
+    -------
+    >>> [linear_decay(1.0, epoch, 4) for epoch in range(1, 5)]
+    [1.0, 0.75, 0.5, 0.25]
+    """
+    return lr * (1.0 - (min(epoch, number_of_epochs) - 1) / number_of_epochs)
+
 
 def uses_cache(hparams: dict) -> bool:
     """Whether features come from the cache (frozen encoder and ``cache_features``)."""
@@ -45,6 +60,18 @@ class ProbeBrain(sb.Brain):
     :meth:`reset_metrics` and :meth:`summarize_metrics`, and set ``select_key`` (the dev metric
     that picks the checkpoint), ``select_max`` and ``anneal_key`` (the dev value, lower is
     better, that anneals the learning rate).
+
+    Two yaml keys choose how training is steered:
+
+    - ``lr_schedule``: ``newbob`` multiplies the learning rate by ``annealing_factor`` whenever
+      the dev value stops improving (SpeechBrain's ``NewBobScheduler``, as in the MP3S recipes);
+      ``linear`` decays it from ``lr`` to ``lr / number_of_epochs`` over the epochs
+      (:func:`linear_decay`), independent of the dev set.
+    - ``checkpoint_selection``: ``dev`` tests the checkpoint with the best dev metric; ``last``
+      tests the final epoch. On the built-in corpus the classification and verification dev
+      sets hold 3 to 15 utterances, too few to pick a checkpoint (or to anneal on): ``dev``
+      then picks noise, e.g. an epoch-1 probe that happened to label 2 of 3 dev utterances
+      right.
 
     Arguments
     ---------
@@ -62,9 +89,19 @@ class ProbeBrain(sb.Brain):
     select_max = False
     anneal_key = "loss"  # dev value (lower is better) driving the learning-rate annealing
     eval_loss = True  # whether dev/test stats report the loss
+    # checkpoint_selection "last": save every this many epochs (and after the last one) only;
+    # cheap probes train for many short epochs, where saving each one would dominate the time.
+    last_checkpoint_every = 10
 
     def __init__(self, *, featurizer: SSLFeaturizer, probe, hparams: dict, run_opts: dict):
         self.cached = uses_cache(hparams)
+        for key, valid in (
+            ("lr_schedule", LR_SCHEDULES),
+            ("checkpoint_selection", CHECKPOINT_SELECTIONS),
+        ):
+            if hparams[key] not in valid:
+                raise ValueError(f"unknown {key} {hparams[key]!r}; valid: {', '.join(valid)}")
+        self.select_last = hparams["checkpoint_selection"] == "last"
         self.epoch_counter = EpochCounter(limit=hparams["number_of_epochs"])
         self.annealer = NewBobScheduler(
             initial_value=hparams["lr"], annealing_factor=hparams["annealing_factor"]
@@ -139,7 +176,11 @@ class ProbeBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
         elif stage == sb.Stage.VALID:
-            old_lr, new_lr = self.annealer(stats[self.anneal_key])
+            if self.hparams.lr_schedule == "linear":
+                old_lr = linear_decay(self.hparams.lr, epoch, self.hparams.number_of_epochs)
+                new_lr = linear_decay(self.hparams.lr, epoch + 1, self.hparams.number_of_epochs)
+            else:
+                old_lr, new_lr = self.annealer(stats[self.anneal_key])
             for group in self.optimizer.param_groups:
                 group["lr"] *= new_lr / old_lr
             self.train_logger.log_stats(
@@ -147,8 +188,13 @@ class ProbeBrain(sb.Brain):
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
-            keys = {"max_keys" if self.select_max else "min_keys": [self.select_key]}
-            self.checkpointer.save_and_keep_only(meta=stats, **keys)
+            if self.select_last:  # only the latest checkpoint, for resuming and testing
+                last = epoch >= self.hparams.number_of_epochs
+                if last or epoch % self.last_checkpoint_every == 0:
+                    self.checkpointer.save_and_keep_only(meta=stats)
+            else:
+                keys = {"max_keys" if self.select_max else "min_keys": [self.select_key]}
+                self.checkpointer.save_and_keep_only(meta=stats, **keys)
         else:
             self.test_stats = stats
             self.train_logger.log_stats(
@@ -156,7 +202,11 @@ class ProbeBrain(sb.Brain):
             )
 
     def selection_keys(self) -> dict:
-        """``min_key``/``max_key`` argument picking the best checkpoint."""
+        """``min_key``/``max_key`` argument picking the best dev checkpoint; none (the latest
+        checkpoint) with ``checkpoint_selection: last``.
+        """
+        if self.select_last:
+            return {}
         return {("max_key" if self.select_max else "min_key"): self.select_key}
 
     def train_probe(self, datasets: dict):

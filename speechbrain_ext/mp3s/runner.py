@@ -63,6 +63,7 @@ class RunResult:
     probe: str
     metric: str
     value: float | None = None
+    cer: float | None = None  # CTC tasks: the test character error rate, shown beside the WER
     seconds: float = 0.0
     layer_weights: list = field(default_factory=list)
     error: str | None = None
@@ -224,6 +225,8 @@ def run_one(task_name: str, probe: str, variant: Variant, *, recipes, **argv_opt
         logger.info("MP3S run: %s / %s / %s", variant.label, task.name, probe)
         outcome = _RECIPE_MAINS[key](argv)
         result.value = float(outcome["value"])
+        if "CER" in outcome.get("test_stats", {}):
+            result.cer = float(outcome["test_stats"]["CER"])
         result.layer_weights = list(outcome["layer_weights"])
     except Exception as error:  # one failed run must not lose the others
         result.error = f"{type(error).__name__}: {error}"
@@ -266,8 +269,8 @@ def _fmt(value: float | None) -> str:
 
 
 def format_markdown(results, *, command: str, name: str, notes: str = "") -> str:
-    """The results table (metric per task and probe, one column per encoder) and the layer
-    weights, as Markdown.
+    """The results table (metric per task and probe, one column per encoder; CTC tasks show
+    the CER in brackets after the WER) and the layer weights, as Markdown.
     """
     labels = list(dict.fromkeys(r.variant.label for r in results))
     rows = list(dict.fromkeys((r.task, r.probe) for r in results))
@@ -294,14 +297,18 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
         values = [c.value for c in cells if c is not None and c.value is not None]
         best = (max if definition.higher_is_better else min)(values) if values else None
         arrow = "↑" if definition.higher_is_better else "↓"
+        metric = f"{definition.metric} {arrow}"
+        if any(c is not None and c.cer is not None for c in cells):
+            metric += " (CER)"
         text = []
         for cell in cells:
             value = None if cell is None else cell.value
             shown = _fmt(value) if cell is not None else "-"
-            text.append(f"**{shown}**" if value is not None and value == best else shown)
-        lines.append(
-            f"| {task} | {probe} | {definition.metric} {arrow} | " + " | ".join(text) + " |"
-        )
+            shown = f"**{shown}**" if value is not None and value == best else shown
+            if cell is not None and cell.cer is not None:
+                shown += f" ({cell.cer:.2f})"
+            text.append(shown)
+        lines.append(f"| {task} | {probe} | {metric} | " + " | ".join(text) + " |")
     weighted = [r for r in results if len(r.layer_weights) > 1]
     if weighted:
         width = max(len(r.layer_weights) for r in weighted)

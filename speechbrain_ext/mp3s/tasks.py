@@ -7,7 +7,7 @@ or on the real corpus when a ``data_folder`` is given, through that corpus' prep
 task                  built-in manifests  label        kind            metric
 ====================  ==================  ===========  ==============  ================
 ``LibriSpeech``       ``librispeech``     ``wrd``      CTC, chars      WER (lower)
-``CommonVoice``       ``cv_cy``/``cv_eu`` ``wrd``      CTC, BPE        WER (lower)
+``CommonVoice``       ``cv_cy``/``cv_eu`` ``wrd``      CTC, chars/BPE  WER (lower)
 ``VoxCeleb1``         ``asv``             ``spk_id``   verification    EER (lower)
 ``SLURP``             ``slurp``           ``scenario`` classification  accuracy (higher)
 ``IEMOCAP``           ``er``              ``emo``      classification  accuracy (higher)
