@@ -264,3 +264,17 @@ def test_data_folder_prepares_librispeech(tmp_path):
     assert manifests["test"].is_file() and manifests["valid"] == manifests["test"]
     with pytest.raises(ValueError, match="missing"):
         train.prepare_manifests({**hparams, "train_csv": "x.csv"})
+
+
+def test_cpu_configuration_is_the_same_everywhere():
+    """The CPU-sized main job: Makefile (make demo), run_mixer_table.py and the README agree."""
+    sys.path.insert(0, str(RECIPE))
+    try:
+        from run_mixer_table import CPU_OVERRIDES
+    finally:
+        sys.path.remove(str(RECIPE))
+    makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    demo_args = re.search(r"^DEMO_ARGS :=(.*)$", makefile, flags=re.M).group(1).split()
+    assert demo_args == list(CPU_OVERRIDES)
+    readme = (RECIPE / "README.md").read_text().replace("\\\n", " ")
+    assert all(arg in readme.split() for arg in CPU_OVERRIDES)
