@@ -239,3 +239,40 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def add_measurement_arguments(
+    parser, *, warmup: int, reps: int, timeout: float, quick_help: str
+) -> None:
+    """The options every benchmark command shares: repetitions, threads, isolation
+    (``--timeout``, ``--max-memory-mb``, ``--in-process``, as taken by :func:`run_isolated`),
+    the output folder and a ``--quick`` smoke run, with each command's own defaults.
+
+    Example
+    -------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> add_measurement_arguments(parser, warmup=1, reps=3, timeout=60.0, quick_help="tiny")
+    >>> args = parser.parse_args(["--reps", "5", "--in-process"])
+    >>> args.warmup, args.reps, args.timeout, args.in_process, args.out
+    (1, 5, 60.0, True, 'benchmarks/results')
+    """
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per configuration")
+    parser.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=None,
+        help="cap per configuration (CPU; default 80%% of available memory)",
+    )
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no fresh process per configuration (peak memory then unreliable)",
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)

@@ -25,7 +25,12 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_ext.bench.memory import available_memory_mb, measure, run_isolated
+from speechbrain_ext.bench.memory import (
+    add_measurement_arguments,
+    available_memory_mb,
+    measure,
+    run_isolated,
+)
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
 from speechbrain_ext.bench.tables import machine_info, ratio_table, write_csv
@@ -242,28 +247,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
-    parser.add_argument(
-        "--max-memory-mb",
-        type=float,
-        default=None,
-        help="cap per configuration (CPU; default 80%% of available memory)",
-    )
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="no fresh process per configuration (peak memory then unreliable)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: T 16 and 32, d_model 64, 4 heads, 1 warm-up, 2 runs",
+    add_measurement_arguments(
+        parser,
+        warmup=3,
+        reps=10,
+        timeout=300.0,
+        quick_help="smoke run: T 16 and 32, d_model 64, 4 heads, 1 warm-up, 2 runs",
     )
 
 

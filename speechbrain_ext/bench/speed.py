@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_ext.bench.memory import measure, run_isolated
+from speechbrain_ext.bench.memory import add_measurement_arguments, measure, run_isolated
 from speechbrain_ext.bench.mixers import DTYPES, _default_memory_cap, autocast
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
@@ -374,34 +374,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="autocast dtype (default: float32 on CPU, bfloat16 on CUDA)",
     )
     parser.add_argument("--mode", default="both", choices=["infer", "train", "both"])
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    add_measurement_arguments(
+        parser,
+        warmup=2,
+        reps=5,
+        timeout=900.0,
+        quick_help=f"smoke run: {QUICK_OVERRIDES}, 0.5 and 1 s, 1 warm-up, 1 run",
     )
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
-    parser.add_argument(
-        "--max-memory-mb",
-        type=float,
-        default=None,
-        help="cap per configuration (CPU; default 80%% of available memory)",
-    )
-    parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
         "--resume",
         action="store_true",
         help="reuse the configurations of <out>/speed_<device>.csv measured with the same "
         "batch size, dtype and machine; run only the others",
-    )
-    parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="no fresh process per configuration (peak memory then unreliable)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_OVERRIDES}, 0.5 and 1 s, 1 warm-up, 1 run",
     )
 
 
