@@ -37,6 +37,9 @@ import torch
 RESULT_PREFIX = "BENCH_RESULT "
 
 
+OOM_STATUS = "skipped (oom)"  # a configuration that ran out of memory
+
+
 def _status_kib(field: str) -> int | None:
     """A ``kB`` field (``VmRSS``, ``VmHWM``) of ``/proc/self/status``, or None off Linux."""
     try:
@@ -170,7 +173,9 @@ def run_isolated(
     Returns
     -------
     dict
-        The function's result with ``status`` ``"ok"``, or only a ``status`` saying why not.
+        The function's result with ``status`` ``"ok"`` (unless the function set its own, e.g.
+        :data:`OOM_STATUS` on a caught ``torch.OutOfMemoryError``), or only a ``status`` saying
+        why not.
     """
     if in_process:
         try:
@@ -192,7 +197,7 @@ def run_isolated(
         if line.startswith(RESULT_PREFIX):
             return {"status": "ok", **json.loads(line[len(RESULT_PREFIX) :])}
     if proc.returncode in (-9, 137):  # SIGKILL: the kernel's OOM killer
-        return {"status": "skipped (oom)"}
+        return {"status": OOM_STATUS}
     return {"status": _failure_status(proc.stderr)}
 
 
@@ -214,7 +219,7 @@ def _failure_status(message: str) -> str:
         text in lowered
         for text in ("out of memory", "cannot allocate memory", "can't allocate", "memoryerror")
     ):
-        return "skipped (oom)"
+        return OOM_STATUS
     lines = [line for line in message.strip().splitlines() if line.strip()]
     return "error: " + (lines[-1][:300] if lines else "no output")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from speechbrain_ext.bench.memory import (
+    OOM_STATUS,
     add_measurement_arguments,
     available_memory_mb,
     measure,
@@ -105,7 +106,7 @@ def mixer_job(
     try:
         result = measure(step, device=device, warmup=warmup, reps=reps)
     except torch.OutOfMemoryError:
-        return {"oom": True}
+        return {"status": OOM_STATUS}
     result["params"] = sum(p.numel() for p in mixer.parameters())
     return result
 
@@ -152,8 +153,6 @@ def run(args: argparse.Namespace) -> list[dict]:
                     in_process=args.in_process,
                     max_memory_mb=max_memory,
                 )
-                if result.pop("oom", False):
-                    result["status"] = "skipped (oom)"
                 if result["status"].startswith("skipped"):
                     failed = result["status"]
             result.pop("times_s", None)

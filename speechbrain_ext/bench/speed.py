@@ -32,7 +32,12 @@ from pathlib import Path
 
 import torch
 
-from speechbrain_ext.bench.memory import add_measurement_arguments, measure, run_isolated
+from speechbrain_ext.bench.memory import (
+    OOM_STATUS,
+    add_measurement_arguments,
+    measure,
+    run_isolated,
+)
 from speechbrain_ext.bench.mixers import DTYPES, _default_memory_cap, autocast
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
@@ -164,7 +169,7 @@ def speed_job(
     try:
         result = measure(step, device=device, warmup=warmup, reps=reps)
     except torch.OutOfMemoryError:
-        return {"oom": True}
+        return {"status": OOM_STATUS}
     result["params"] = params
     return result
 
@@ -217,10 +222,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                             in_process=args.in_process,
                             max_memory_mb=max_memory,
                         )
-                        if result.pop("oom", False):
-                            result["status"] = "skipped (oom)"
-                        if result["status"].startswith("skipped"):
-                            failed = result["status"]
+                        failed = _skip_status(result)
                     row = {
                         "scale": scale,
                         "mode": mode,
