@@ -75,6 +75,24 @@ _study_preset(
     pos_conv=True,
     dropout=0.1,
 )
+
+
+def _small_conv_attention() -> dict:
+    """Conformer-S and Squeezeformer-XS share every setting but the layer type (Study A)."""
+    return dict(
+        num_layers=16,
+        d_model=144,
+        nhead=4,
+        d_ffn=576,
+        kernel_size=31,
+        mixer="mhsa",
+        mixer_options={"position": "relative"},
+        activation="swish",
+        conv_norm="batchnorm",
+        dropout=0.1,
+    )
+
+
 _study_preset(
     "conformer_s",
     figures={
@@ -86,16 +104,7 @@ _study_preset(
         "wer": 8.56,
     },
     kind="conformer",
-    num_layers=16,
-    d_model=144,
-    nhead=4,
-    d_ffn=576,
-    kernel_size=31,
-    mixer="mhsa",
-    mixer_options={"position": "relative"},
-    activation="swish",
-    conv_norm="batchnorm",
-    dropout=0.1,
+    **_small_conv_attention(),
 )
 _study_preset(
     "squeezeformer_xs",
@@ -108,16 +117,7 @@ _study_preset(
         "wer": 8.96,
     },
     kind="squeezeformer",
-    num_layers=16,
-    d_model=144,
-    nhead=4,
-    d_ffn=576,
-    kernel_size=31,
-    mixer="mhsa",
-    mixer_options={"position": "relative"},
-    activation="swish",
-    conv_norm="batchnorm",
-    dropout=0.1,
+    **_small_conv_attention(),
 )
 _study_preset(
     "sparseformer_dn_s",
