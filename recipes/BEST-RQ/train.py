@@ -311,5 +311,18 @@ def main(argv):
         logger.info("results written to %s", output_folder / "results.md")
 
 
+def shutdown_distributed() -> None:
+    """Wait for every rank, then tear the process group down.
+
+    A rank that leaves while gloo's threads still serve the group dies with
+    ``terminate called without an active exception`` (SIGABRT) and the launcher
+    reports the whole run as failed, although every rank finished its work.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])
+    shutdown_distributed()  # not on an exception: the other ranks may never reach the barrier
