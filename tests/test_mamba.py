@@ -225,6 +225,58 @@ def test_mamba_ssm_kernels_match_pure_path():
     torch.testing.assert_close(g_kernel, g_pure, atol=1e-3, rtol=1e-3)
 
 
+def fake_mamba_ssm_scan(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
+):
+    """mamba_ssm's ``selective_scan_fn`` contract, on the CPU reference: channels-first
+    (batch, d_inner, time) ``u``, ``delta``, ``z``; (batch, d_state, time) ``B``, ``C``;
+    ``delta_bias`` added before the softplus; output (y + D u) gated by SiLU(z)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    y = selective_scan_reference(
+        *(t.transpose(1, 2) for t in (u, delta)), A, B.transpose(1, 2), C.transpose(1, 2), D
+    ).transpose(1, 2)
+    return y if z is None else y * F.silu(z)
+
+
+def fake_causal_conv1d(x, weight, bias=None, activation=None):
+    """causal_conv1d's ``causal_conv1d_fn`` contract: x (batch, dim, time), weight (dim, width)."""
+    width = weight.shape[1]
+    out = F.conv1d(F.pad(x, (width - 1, 0)), weight[:, None, :], bias, groups=x.shape[1])
+    return F.silu(out) if activation == "silu" else out
+
+
+@pytest.mark.parametrize("with_conv_kernel", [True, False])
+def test_kernel_wiring_matches_pure_path(monkeypatch, with_conv_kernel):
+    # The CUDA branch (argument layouts, delta bias, softplus, gating) checked on the CPU with
+    # stand-ins that follow the kernels' documented contracts.
+    import speechbrain_ext.nnet.mixers.mamba as mamba_module
+
+    torch.manual_seed(0)
+    pure = BidirectionalMamba(d_model=16, d_state=4, use_kernels=False)
+    with torch.no_grad():
+        for block in (pure.forward_block, pure.backward_block):
+            block.A_log.add_(0.3 * torch.randn_like(block.A_log))
+            block.D.normal_()
+    wired = BidirectionalMamba(d_model=16, d_state=4)
+    wired.load_state_dict(pure.state_dict())
+    monkeypatch.setattr(mamba_module, "mamba_ssm_selective_scan", fake_mamba_ssm_scan)
+    monkeypatch.setattr(
+        mamba_module, "causal_conv1d_fn", fake_causal_conv1d if with_conv_kernel else None
+    )
+    monkeypatch.setattr(MambaBlock, "uses_kernels", lambda self, u: self.use_kernels is not False)
+    x = torch.randn(3, 23, 16, requires_grad=True)
+    mask = lengths_to_padding_mask(torch.tensor([23, 17, 4]), 23)
+    y_wired = wired(x, key_padding_mask=mask)
+    y_pure = pure(x, key_padding_mask=mask)
+    torch.testing.assert_close(y_wired, y_pure, atol=1e-5, rtol=1e-5)
+    (g_wired,) = torch.autograd.grad(y_wired.square().sum(), x)
+    (g_pure,) = torch.autograd.grad(y_pure.square().sum(), x)
+    torch.testing.assert_close(g_wired, g_pure, atol=1e-5, rtol=1e-5)
+
+
 def load_benchmark():
     spec = importlib.util.spec_from_file_location("mamba_scan", ROOT / "benchmarks/mamba_scan.py")
     module = importlib.util.module_from_spec(spec)
