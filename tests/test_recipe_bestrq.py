@@ -151,10 +151,14 @@ def test_each_mixer_trains_a_few_steps(mixer, data_args, tmp_path):
         extra = ["--debug", "--debug_batches=2", "--debug_epochs=1"]  # SpeechBrain's --debug
     if mixer != "fastformer":
         extra.append("--front_end=stack")  # the study's conv front end is run once below
+    if mixer in ("mamba", "summarymixing"):
+        extra.append("--precision=bf16")  # the autocast path GPUs take, here on the CPU
     run_recipe(f"bestrq_{mixer}.yaml", tmp_path, *data_args, *TINY, *extra)
     steps = logged_steps(tmp_path)
     assert [step for step, _ in steps] == [1, 2]
     assert all(np.isfinite(loss) for _, loss in steps)
+    if "--precision=bf16" in extra:
+        assert "training precision: `--precision=bf16`" in (tmp_path / "log.txt").read_text()
     if mixer != "hypermixing":  # --debug keeps its checkpoints in a temporary folder
         assert list((tmp_path / "save").glob("CKPT+*/model.ckpt"))
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -64,6 +64,7 @@ def build_any_mixer(spec: str, *, d_model: int, nhead: int, frames: int):
     if name in BASELINE_MIXERS:
         if name == "sb_hypermixing":
             options.setdefault("max_length", max(3000, frames + 1))
+            options.setdefault("d_ffn", 4 * d_model)  # our hypermixing's default hypernet_size
         return build_baseline_mixer(name, d_model=d_model, nhead=nhead, **options)
     return build_mixer(name, d_model=d_model, nhead=nhead, **options)
 

@@ -71,8 +71,10 @@ class ParallelMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, head, time, in_dim) -> (batch, head, time, out_dim)."""
-        hidden = F.gelu(torch.matmul(x, self.weight1) + self.bias1)
-        return torch.matmul(hidden, self.weight2) + self.bias2
+        # In-place bias adds: a matmul's output is not needed by its backward, and an extra
+        # (batch, head, time, k) allocation per add cost ~10 % of the mixer's time on CPU.
+        hidden = F.gelu(torch.matmul(x, self.weight1).add_(self.bias1))
+        return torch.matmul(hidden, self.weight2).add_(self.bias2)
 
 
 @MIXERS.register("hypermixing")
