@@ -5,8 +5,10 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -338,6 +340,52 @@ def test_recipe_smoke(tiny_manifests, tmp_path, task, probe, metric):
     if metric == "WER":
         assert losses[1] < losses[0]
         assert (out / "wer.txt").is_file()
+
+
+def logged_epochs(train_log: Path) -> list[int]:
+    """Epochs of the per-epoch lines of an MP3S ``train_log.txt``."""
+    if not train_log.is_file():
+        return []
+    return [
+        int(line.split("epoch: ")[1].split(",")[0])
+        for line in train_log.open()
+        if "epoch: " in line
+    ]
+
+
+def test_killed_probe_training_resumes_from_its_last_checkpoint(tiny_manifests, tmp_path):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, str(ROOT / "MP3S" / "SLURP" / "train.py"),
+        str(ROOT / "MP3S" / "SLURP" / "hparams" / "meanpool_linear.yaml"),
+        f"--manifest_root={tiny_manifests}", f"--output_folder={out}",
+        f"--cache_folder={tmp_path / 'cache'}", "--number_of_epochs=60",
+        "--checkpoint_selection=dev", "--noprogressbar",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    console = open(tmp_path / "killed_run.txt", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=console, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if len(logged_epochs(out / "train_log.txt")) >= 3:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        console.close()
+    before = logged_epochs(out / "train_log.txt")
+    assert before, (tmp_path / "killed_run.txt").read_text()[-3000:]
+    assert before[-1] < 60, "the run ended before it was killed"
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = logged_epochs(out / "train_log.txt")[len(before) :]
+    assert after[-1] == 60
+    assert 1 < after[0] <= before[-1] + 1  # resumed from a checkpoint, not restarted
+    assert after == list(range(after[0], 61))
+    assert "Loading a checkpoint" in (out / "log.txt").read_text()
+    assert json.loads((out / "results.json").read_text())["task"] == "SLURP"
 
 
 @pytest.mark.parametrize("key", ["lr_schedule", "checkpoint_selection"])

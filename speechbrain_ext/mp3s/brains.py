@@ -17,7 +17,6 @@ import speechbrain as sb
 import torch
 from speechbrain.nnet.losses import ctc_loss
 from speechbrain.nnet.schedulers import NewBobScheduler
-from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.metric_stats import ErrorRateStats
 from speechbrain.utils.train_logger import FileTrainLogger
@@ -31,6 +30,7 @@ from speechbrain_ext.mp3s.metrics import (
     ctc_greedy_texts,
 )
 from speechbrain_ext.mp3s.tokenizers import BLANK_INDEX
+from speechbrain_ext.ssl.checkpoints import AtomicCheckpointer
 
 LR_SCHEDULES = ("newbob", "linear")
 CHECKPOINT_SELECTIONS = ("dev", "last")
@@ -121,7 +121,7 @@ class ProbeBrain(sb.Brain):
             opt_class=torch.optim.Adam,
             hparams=hparams,
             run_opts=dict(run_opts),
-            checkpointer=Checkpointer(hparams["save_folder"], recoverables=recoverables),
+            checkpointer=AtomicCheckpointer(hparams["save_folder"], recoverables=recoverables),
         )
 
     def init_optimizers(self):
