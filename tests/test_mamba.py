@@ -199,6 +199,18 @@ def test_block_matches_mambapy():
     torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-5)
 
 
+def assert_same_function(first, second, x, mask, *, tolerances):
+    """Both mixers give the same outputs and input gradients; ``tolerances`` is
+    ((atol, rtol) of the outputs, (atol, rtol) of the gradients)."""
+    (out_atol, out_rtol), (grad_atol, grad_rtol) = tolerances
+    y_first = first(x, key_padding_mask=mask)
+    y_second = second(x, key_padding_mask=mask)
+    torch.testing.assert_close(y_first, y_second, atol=out_atol, rtol=out_rtol)
+    (g_first,) = torch.autograd.grad(y_first.square().sum(), x)
+    (g_second,) = torch.autograd.grad(y_second.square().sum(), x)
+    torch.testing.assert_close(g_first, g_second, atol=grad_atol, rtol=grad_rtol)
+
+
 @pytest.mark.gpu
 def test_pure_path_on_cuda_matches_cpu():
     inputs = [t.detach() for t in scan_inputs(2, 300, 16, 8)]
@@ -217,17 +229,10 @@ def test_mamba_ssm_kernels_match_pure_path():
     x = torch.randn(3, 100, 32, device="cuda", requires_grad=True)
     mask = lengths_to_padding_mask(torch.tensor([100, 71, 5], device="cuda"), 100)
     assert kernel.forward_block.uses_kernels(x) and not pure.forward_block.uses_kernels(x)
-    y_kernel = kernel(x, key_padding_mask=mask)
-    y_pure = pure(x, key_padding_mask=mask)
-    torch.testing.assert_close(y_kernel, y_pure, atol=1e-4, rtol=1e-3)
-    (g_kernel,) = torch.autograd.grad(y_kernel.square().sum(), x)
-    (g_pure,) = torch.autograd.grad(y_pure.square().sum(), x)
-    torch.testing.assert_close(g_kernel, g_pure, atol=1e-3, rtol=1e-3)
+    assert_same_function(kernel, pure, x, mask, tolerances=((1e-4, 1e-3), (1e-3, 1e-3)))
 
 
-def fake_mamba_ssm_scan(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
-):
+def fake_mamba_ssm_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """mamba_ssm's ``selective_scan_fn`` contract, on the CPU reference: channels-first
     (batch, d_inner, time) ``u``, ``delta``, ``z``; (batch, d_state, time) ``B``, ``C``;
     ``delta_bias`` added before the softplus; output (y + D u) gated by SiLU(z)."""
@@ -269,12 +274,7 @@ def test_kernel_wiring_matches_pure_path(monkeypatch, with_conv_kernel):
     monkeypatch.setattr(MambaBlock, "uses_kernels", lambda self, u: self.use_kernels is not False)
     x = torch.randn(3, 23, 16, requires_grad=True)
     mask = lengths_to_padding_mask(torch.tensor([23, 17, 4]), 23)
-    y_wired = wired(x, key_padding_mask=mask)
-    y_pure = pure(x, key_padding_mask=mask)
-    torch.testing.assert_close(y_wired, y_pure, atol=1e-5, rtol=1e-5)
-    (g_wired,) = torch.autograd.grad(y_wired.square().sum(), x)
-    (g_pure,) = torch.autograd.grad(y_pure.square().sum(), x)
-    torch.testing.assert_close(g_wired, g_pure, atol=1e-5, rtol=1e-5)
+    assert_same_function(wired, pure, x, mask, tolerances=((1e-5, 1e-5), (1e-5, 1e-5)))
 
 
 def load_benchmark():

@@ -5,14 +5,13 @@ import importlib.util
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from processes import kill_when
 from speechbrain.dataio import audio_io
 from speechbrain.dataio.dataio import read_audio
 from torch import nn
@@ -363,20 +362,14 @@ def test_killed_probe_training_resumes_from_its_last_checkpoint(tiny_manifests, 
         "--checkpoint_selection=dev", "--noprogressbar",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    console = open(tmp_path / "killed_run.txt", "w")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=console, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if len(logged_epochs(out / "train_log.txt")) >= 3:
-                break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        console.close()
+    console = tmp_path / "killed_run.txt"
+
+    def three_epochs_logged() -> bool:
+        return len(logged_epochs(out / "train_log.txt")) >= 3
+
+    kill_when(cmd, three_epochs_logged, cwd=tmp_path, env=env, console=console)
     before = logged_epochs(out / "train_log.txt")
-    assert before, (tmp_path / "killed_run.txt").read_text()[-3000:]
+    assert before, console.read_text()[-3000:]
     assert before[-1] < 60, "the run ended before it was killed"
     rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

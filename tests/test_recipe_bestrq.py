@@ -3,16 +3,15 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from hyperpyyaml import load_hyperpyyaml
+from processes import kill_when
 
 from speechbrain_ext.nnet.mixers import list_mixers
 
@@ -183,23 +182,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_args, tmp_path):
     ]
     command = [sys.executable, "train.py", "hparams/bestrq_fastformer.yaml"]
     command += [f"--output_folder={tmp_path}", *args]
-    console = open(tmp_path.parent / f"{tmp_path.name}_killed_run.txt", "w")
-    proc = subprocess.Popen(
-        command, cwd=RECIPE, env=_env(), stdout=console, stderr=subprocess.STDOUT
-    )
-    log = tmp_path / "train_log.txt"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if log.is_file() and any(step >= 5 for step, _ in logged_steps(tmp_path)):
-                break
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        console.close()
+    console = tmp_path.parent / f"{tmp_path.name}_killed_run.txt"
+
+    def five_steps_logged() -> bool:
+        log = tmp_path / "train_log.txt"
+        return log.is_file() and any(step >= 5 for step, _ in logged_steps(tmp_path))
+
+    kill_when(command, five_steps_logged, cwd=RECIPE, env=_env(), console=console)
     if not (tmp_path / "train_log.txt").is_file():
-        pytest.fail("the first run logged nothing:\n" + Path(console.name).read_text()[-4000:])
+        pytest.fail("the first run logged nothing:\n" + console.read_text()[-4000:])
     before = logged_steps(tmp_path)
     assert before and max(step for step, _ in before) < 12, "the run ended before it was killed"
     run_recipe("bestrq_fastformer.yaml", tmp_path, *args)  # the same command again

@@ -128,7 +128,11 @@ class BestRQBrain(sb.Brain):
 
 def prepare_manifests(hparams) -> dict[str, Path]:
     """Manifests (train, valid, test): given, the built-in corpus's or LibriSpeech's."""
-    given = {split: hparams[f"{split}_csv"] for split in ("train", "valid", "test")}
+    given = {
+        "train": hparams["train_csv"],
+        "valid": hparams["valid_csv"],
+        "test": hparams["test_csv"],
+    }
     if any(path is not None for path in given.values()):
         missing = [f"{split}_csv" for split, path in given.items() if path is None]
         if missing:
