@@ -196,6 +196,35 @@ def test_speed_resume_reuses_measured_rows(tmp_path):
     assert third[0]["batch_size"] == 2 and third[0]["time_s"] != first[0]["time_s"]
 
 
+def test_speed_killed_midway_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import speechbrain_ext.bench.speed as speed
+
+    common = ["--quick", "--scale", "base", "--seconds", "0.5", "1", "--batch-size", "1"]
+    common += ["--mode", "infer", "--in-process", "--out", str(tmp_path), "--resume"]
+    common += ["--mixers", "fastformer", "summarymixing"]
+    measure = speed.run_isolated
+    calls = []
+
+    def killed_at_the_third(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the run were stopped during the third measurement
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(speed, "run_isolated", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        speed.main(common)
+    kept = _read(tmp_path / "speed_cpu.csv")
+    assert [(r["model"], float(r["seconds"])) for r in kept] == [
+        ("fastformer", 0.5),
+        ("fastformer", 1.0),
+    ]
+    monkeypatch.setattr(speed, "run_isolated", measure)
+    rows = speed.main(common)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert [float(r["time_s"]) for r in rows[:2]] == [float(r["time_s"]) for r in kept]
+
+
 def test_profile_command_writes_tables(tmp_path):
     from speechbrain_ext.bench.profile import main
 

@@ -183,11 +183,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     max_memory = args.max_memory_mb or _default_memory_cap(args.device)
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     device = torch.device(args.device).type
-    done = (
-        measured_rows(Path(args.out) / f"speed_{device}.csv", args=args, machine=machine)
-        if args.resume
-        else {}
-    )
+    csv_path = Path(args.out) / f"speed_{device}.csv"
+    done = measured_rows(csv_path, args=args, machine=machine) if args.resume else {}
+    progress = dict(done)  # on disk after every measurement, so a killed run can --resume
     rows = []
     for scale in args.scale:
         for mode in modes:
@@ -239,6 +237,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     }
                     rows.append(row)
                     _log(row)
+                    progress[key] = row
+                    write_csv(list(progress.values()), csv_path)
     write_outputs(rows, Path(args.out), args=args, machine=machine)
     return rows
 

@@ -54,16 +54,21 @@ def _cpu_model() -> str:
 
 
 def write_csv(rows: Sequence[dict], path) -> Path:
-    """Write ``rows`` (dicts; the union of their keys, in first-seen order) to ``path``."""
+    """Write ``rows`` (dicts; the union of their keys, in first-seen order) to ``path``.
+
+    The file is replaced atomically: a process killed while writing leaves the previous one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="") as handle:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(partial, path)
     return path
 
 
