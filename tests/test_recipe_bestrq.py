@@ -135,6 +135,26 @@ def test_yaml_builds_the_study_preset_and_switches(mixer, tmp_path):
     assert "codebook_size: 8192" in text and "front_end: conv" in text
 
 
+def test_any_registered_mixer_and_clear_errors_for_bad_ones(tmp_path):
+    path = RECIPE / "hparams" / "bestrq_mhsa.yaml"
+    tiny = f"num_encoder_layers: 1\ncodebook_size: 8\noutput_folder: {tmp_path}\n"
+
+    def load(extra: str):
+        with open(path) as fin:
+            return load_hyperpyyaml(fin, tiny + extra)["modules"]["model"]
+
+    # A combination neither study tried: a Transformer with Performer attention, built at the
+    # MHSA preset's widths since the study has no Performer preset.
+    model = load("mixer: performer\nencoder_kind: transformer\n")
+    encoder = model.encoder.encoder
+    assert type(encoder).__name__ == "TransformerEncoder" and encoder.d_model == 576
+    assert type(encoder.layers[0].mixer).__name__ == "PerformerAttention"
+    with pytest.raises(KeyError, match="unknown mixer 'mhsaa'; valid names: .*performer"):
+        load("mixer: mhsaa\n")
+    with pytest.raises(ValueError, match="scale must be one of base, large; got 'huge'"):
+        load("scale: huge\n")
+
+
 def test_misspelt_key_is_an_error(tmp_path):
     proc = run_recipe("bestrq_fastformer.yaml", tmp_path, "--d_modle=32", check=False)
     assert proc.returncode != 0

@@ -82,15 +82,14 @@ def build_speed_model(spec: str, *, scale: str, overrides: dict | None = None):
     ('SpeechBrainConformer', 64)
     """
     from speechbrain_ext.bench.baselines import ATTENTION_TYPES, SpeechBrainConformer
-    from speechbrain_ext.nnet.encoders import PRESETS, preset_config
-    from speechbrain_ext.ssl.model import build_bestrq_model
+    from speechbrain_ext.nnet.encoders import preset_config
+    from speechbrain_ext.nnet.encoders.presets import bestrq_preset
+    from speechbrain_ext.ssl.model import build_bestrq_model, encoder_config
 
-    if scale not in ("base", "large"):
-        raise ValueError(f"scale must be 'base' or 'large', got {scale!r}")
     overrides = dict(overrides or {})
     name, options = parse_mixer_spec(spec)
     if name in ATTENTION_TYPES:
-        preset = f"bestrq_{scale}_{BASELINE_SIZES[name]}"
+        preset, _ = bestrq_preset(scale, BASELINE_SIZES[name])
         model = build_bestrq_model(preset, **overrides)
         config = preset_config(preset)
         config.update({k: v for k, v in overrides.items() if k in config})
@@ -106,13 +105,9 @@ def build_speed_model(spec: str, *, scale: str, overrides: dict | None = None):
             **options,
         )
         return model
-    preset = f"bestrq_{scale}_{name}"
-    if preset in PRESETS:
-        mixer_options = {**preset_config(preset).get("mixer_options", {}), **options}
-        return build_bestrq_model(preset, mixer_options=mixer_options, **overrides)
-    return build_bestrq_model(
-        f"bestrq_{scale}_mhsa", mixer=name, mixer_options=options, **overrides
-    )
+    encoder = f"bestrq_{scale}_{name}"  # the MHSA widths for a mixer without a study preset
+    mixer_options = {**encoder_config(encoder).get("mixer_options", {}), **options}
+    return build_bestrq_model(encoder, mixer_options=mixer_options, **overrides)
 
 
 def speed_job(

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from speechbrain_ext.nnet.encoders import ENCODERS, PRESETS, build_encoder, preset_config
+from speechbrain_ext.nnet.encoders.presets import bestrq_preset
 from speechbrain_ext.nnet.masking import padding_mask_to_lengths, wav_lens_to_padding_mask
 from speechbrain_ext.ssl.bestrq import BestRQ, masked_accuracy, pad_to_multiple
 from speechbrain_ext.ssl.frontend import FilterbankFeatures, build_front_end
@@ -183,6 +184,8 @@ def encoder_config(encoder: str, encoder_kind: str | None = None, **overrides) -
     are dropped, and logged. A Transformer swapped in gets HuBERT's convolutional
     position embedding (``pos_conv``; 16 groups, or the largest divisor of
     ``d_model`` below that), since its layers, unlike a Conformer's, carry no position.
+    ``bestrq_<scale>_<mixer>`` with a mixer outside the study runs at the MHSA preset's
+    widths (:func:`~speechbrain_ext.nnet.encoders.presets.bestrq_preset`).
 
     Example
     -------
@@ -192,12 +195,20 @@ def encoder_config(encoder: str, encoder_kind: str | None = None, **overrides) -
     >>> cfg = encoder_config("bestrq_base_mamba", encoder_kind="transformer")
     >>> cfg["kind"], cfg["d_model"], cfg["pos_conv"], cfg["pos_conv_groups"]
     ('transformer', 474, True, 2)
+    >>> cfg = encoder_config("bestrq_base_performer")  # no study preset: the MHSA widths
+    >>> cfg["mixer"], cfg["mixer_options"], cfg["d_model"]
+    ('performer', {}, 576)
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if encoder in PRESETS:
         config = preset_config(encoder)
     elif encoder in ENCODERS:
         config = {"kind": encoder}
+    elif encoder.startswith("bestrq_") and encoder.count("_") >= 2:
+        # bestrq_<scale>_<mixer> for a mixer the study did not use, or a bad scale or mixer
+        scale, _, mixer = encoder.removeprefix("bestrq_").partition("_")
+        preset, preset_overrides = bestrq_preset(scale, mixer)
+        config = {**preset_config(preset), **preset_overrides}
     else:
         build_encoder(encoder)  # raises the error listing valid names
     if encoder_kind is not None and encoder_kind != config["kind"]:

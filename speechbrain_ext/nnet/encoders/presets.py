@@ -38,7 +38,7 @@ Example
 
 import torch
 
-from speechbrain_ext.nnet.encoders import register_preset
+from speechbrain_ext.nnet.encoders import PRESETS, register_preset
 
 STUDY_FIGURES: dict[str, dict] = {}
 """Preset name → the study's figures: ``study`` ("A" or "B"), ``system`` (the
@@ -196,6 +196,52 @@ for _mixer, _widths in BESTRQ_WIDTHS.items():
             conv_norm="layernorm",
             dropout=0.1,
         )
+
+
+BESTRQ_SCALES = ("base", "large")
+
+
+def bestrq_preset(scale: str, mixer: str) -> tuple[str, dict]:
+    """The encoder preset of a BEST-RQ model at ``scale`` with ``mixer``, and its overrides.
+
+    The study's five mixers have their own parameter-matched presets. Any other registered
+    mixer (``performer``, ``sparse``, ``summarymixing_lite``...) runs in the MHSA preset's
+    Conformer, at the MHSA widths, with the mixer's default options.
+
+    Arguments
+    ---------
+    scale : str
+        ``"base"`` or ``"large"``.
+    mixer : str
+        A registered token mixer.
+
+    Returns
+    -------
+    preset : str
+        The preset name.
+    overrides : dict
+        Keyword arguments to apply on top of the preset (empty for the study's mixers).
+
+    Example
+    -------
+    >>> bestrq_preset("base", "mamba")
+    ('bestrq_base_mamba', {})
+    >>> bestrq_preset("large", "performer")
+    ('bestrq_large_mhsa', {'mixer': 'performer', 'mixer_options': {}})
+    >>> bestrq_preset("huge", "mamba")
+    Traceback (most recent call last):
+    ...
+    ValueError: BEST-RQ scale must be one of base, large; got 'huge'
+    """
+    from speechbrain_ext.nnet.mixers import MIXERS
+
+    if scale not in BESTRQ_SCALES:
+        raise ValueError(f"BEST-RQ scale must be one of {', '.join(BESTRQ_SCALES)}; got {scale!r}")
+    preset = f"bestrq_{scale}_{mixer}"
+    if preset in PRESETS:
+        return preset, {}
+    MIXERS.get(mixer)  # an unknown mixer: KeyError listing the registered ones
+    return f"bestrq_{scale}_mhsa", {"mixer": mixer, "mixer_options": {}}
 
 
 def count_parameters(kind_or_preset: str, **overrides) -> int:
