@@ -64,7 +64,7 @@ def write_tiny_manifests(root: Path) -> Path:
 
     words = ["HI", "YO", "HI YO", "OH HI"]
     manifests = root / "manifests"
-    for task in ("librispeech", "cv_cy"):
+    for task in ("librispeech", "cv_cy", "cv_eu"):
         for split, n in (("train", 8), ("dev", 4), ("test", 4)):
             rows = [utt(i % 3, i % 4, f"{task}_") | {"wrd": words[i % 4]} for i in range(n)]
             _write_csv(manifests / task / f"{split}.csv", rows)
@@ -413,12 +413,19 @@ def test_runner_writes_the_table(tiny_manifests, tmp_path):
     assert "python -m speechbrain_ext.mp3s --encoder " + str(encoder) in table
     assert "| task | probe | metric | encoder | fbank | random |" in table
     for name in list_tasks():
-        assert f"| {name} | {get_task(name).probes[0]} |" in table
+        rows = [f"{name} ({lang})" for lang in get_task(name).languages] or [name]
+        for row in rows:
+            assert f"| {row} | {get_task(name).probes[0]} |" in table
+    assert "| encoder | CommonVoice (eu) | bilstm_ctc | " in table  # layer weights per language
     assert "| encoder | SLURP | meanpool_linear | " in table  # layer weights of the encoder
     assert "| LibriSpeech | bilstm_ctc | WER ↓ (CER) | " in table
     with open(results / "tiny.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 15 and all(row["error"] == "" and row["value"] for row in rows)
+    assert len(rows) == 18 and all(row["error"] == "" and row["value"] for row in rows)
+    assert sorted(row["language"] for row in rows if row["task"] == "CommonVoice") == [
+        "cy", "cy", "cy", "eu", "eu", "eu"
+    ]  # fmt: skip
+    assert (tmp_path / "work" / "encoder" / "CommonVoice" / "eu" / "bilstm_ctc").is_dir()
     encoder_rows = [row for row in rows if row["encoder"] == "encoder"]
     assert all(len(row["layer_weights"].split()) == 3 for row in encoder_rows)  # front end + 2
 

@@ -3,7 +3,8 @@
 ``python -m speechbrain_ext.mp3s --encoder PATH --tasks all`` runs, for the encoder and each
 baseline (``fbank``: filterbanks, no encoder; ``random``: the encoder's configuration with
 random weights), the recipe ``MP3S/<task>/train.py`` with ``hparams/<probe>.yaml`` of every
-chosen task and probe, in this process, and writes ``<results_folder>/<name>.md`` and ``.csv``:
+chosen task and probe (CommonVoice in each language of ``--languages``, Welsh and Basque by
+default, as in the study), in this process, and writes ``<results_folder>/<name>.md`` and ``.csv``:
 the metric per task and probe for every encoder, and the learned layer weights. The exact
 command heads the Markdown file. Layer features are cached per encoder (by checksum) in
 ``<work_folder>/cache``, so a rerun only trains probes.
@@ -62,11 +63,17 @@ class RunResult:
     task: str
     probe: str
     metric: str
+    language: str | None = None  # CommonVoice on the built-in corpus: cy or eu
     value: float | None = None
     cer: float | None = None  # CTC tasks: the test character error rate, shown beside the WER
     seconds: float = 0.0
     layer_weights: list = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def row(self) -> str:
+        """The task as the table shows it: ``CommonVoice (eu)``, or the task name."""
+        return f"{self.task} ({self.language})" if self.language else self.task
 
 
 def _split(value: str) -> list[str]:
@@ -132,6 +139,38 @@ def plan_variants(encoder: str, baselines: str = "fbank,random") -> list[Variant
     return variants
 
 
+def plan_languages(plan, languages: str = "all", *, data_folders=()) -> list[tuple]:
+    """The (task, probe, language) runs of ``plan``: a task with built-in languages runs once per
+    chosen language, any other (and one given a real ``data_folders`` corpus) once, with None.
+
+    Example
+    -------
+    >>> plan = plan_runs(tasks="CommonVoice,SLURP")
+    >>> [(t.name, lang) for t, _, lang in plan_languages(plan)]
+    [('CommonVoice', 'cy'), ('CommonVoice', 'eu'), ('SLURP', None)]
+    >>> [(t.name, lang) for t, _, lang in plan_languages(plan, "eu")]
+    [('CommonVoice', 'eu'), ('SLURP', None)]
+    >>> plan_languages(plan, "xx")
+    Traceback (most recent call last):
+    ...
+    ValueError: CommonVoice has none of the languages ['xx']; its languages: cy, eu
+    """
+    runs = []
+    for task, probe in plan:
+        if not task.languages or task.name in data_folders:
+            runs.append((task, probe, None))
+            continue
+        chosen = list(task.languages) if languages == "all" else _split(languages)
+        kept = [language for language in task.languages if language in chosen]
+        if not kept:
+            raise ValueError(
+                f"{task.name} has none of the languages {chosen}; its languages: "
+                + ", ".join(task.languages)
+            )
+        runs.extend((task, probe, language) for language in kept)
+    return runs
+
+
 def load_recipe_main(recipes: Path, task: str):
     """The ``main(argv)`` function of ``<recipes>/<task>/train.py``."""
     path = Path(recipes) / task / "train.py"
@@ -172,6 +211,7 @@ def recipe_argv(
     variant: Variant,
     work_folder: Path,
     data_folders: dict,
+    language: str | None = None,
     manifest_root=None,
     builtin_folder=None,
     builtin_minutes=None,
@@ -180,16 +220,19 @@ def recipe_argv(
     device: str = "cpu",
 ) -> list[str]:
     """Command-line arguments of one recipe run."""
+    task_folder = Path(task, language) if language else Path(task)
     argv = [
         str(Path(recipes) / task / "hparams" / f"{probe}.yaml"),
         f"--encoder={variant.encoder}",
         f"--pretrained={variant.pretrained}",
-        f"--output_folder={work_folder / variant.label / task / probe}",
+        f"--output_folder={work_folder / variant.label / task_folder / probe}",
         f"--cache_folder={work_folder / 'cache'}",
-        f"--manifest_folder={work_folder / 'manifests' / task}",
+        f"--manifest_folder={work_folder / 'manifests' / task_folder}",
         f"--device={device}",
         "--noprogressbar",
     ]
+    if language:
+        argv.append(f"--language={language}")
     if task in data_folders:
         argv.append(f"--data_folder={data_folders[task]}")
     elif manifest_root is not None:
@@ -210,19 +253,28 @@ def recipe_argv(
 _RECIPE_MAINS: dict = {}
 
 
-def run_one(task_name: str, probe: str, variant: Variant, *, recipes, **argv_options) -> RunResult:
+def run_one(
+    task_name: str, probe: str, variant: Variant, language=None, *, recipes, **argv_options
+) -> RunResult:
     """Run one recipe in this process; a failure is recorded in the result, not raised."""
     task = get_task(task_name)
-    result = RunResult(variant=variant, task=task.name, probe=probe, metric=task.metric)
+    result = RunResult(
+        variant=variant, task=task.name, probe=probe, metric=task.metric, language=language
+    )
     start = time.perf_counter()
     try:
         key = (str(recipes), task.name)
         if key not in _RECIPE_MAINS:
             _RECIPE_MAINS[key] = load_recipe_main(recipes, task.name)
         argv = recipe_argv(
-            recipes=recipes, task=task.name, probe=probe, variant=variant, **argv_options
+            recipes=recipes,
+            task=task.name,
+            probe=probe,
+            variant=variant,
+            language=language,
+            **argv_options,
         )
-        logger.info("MP3S run: %s / %s / %s", variant.label, task.name, probe)
+        logger.info("MP3S run: %s / %s / %s", variant.label, result.row, probe)
         outcome = _RECIPE_MAINS[key](argv)
         result.value = float(outcome["value"])
         if "CER" in outcome.get("test_stats", {}):
@@ -243,13 +295,17 @@ def _init_worker(threads: int) -> None:
 def run_grid(
     plan, variants, *, recipes: Path, jobs: int = 1, threads: int | None = None, **argv_options
 ) -> list[RunResult]:
-    """Run every (task, probe) of ``plan`` for every variant.
+    """Run every (task, probe, language) of ``plan`` (:func:`plan_languages`) for every variant.
 
     With ``jobs > 1`` the runs go to that many worker processes (``threads`` torch threads
     each), the first tasks of ``plan`` first (the runner's plan starts with the longest,
     LibriSpeech). Results come back in variant-major order whatever the order of completion.
     """
-    runs = [(task.name, probe, variant) for task, probe in plan for variant in variants]
+    runs = [
+        (task.name, probe, variant, language)
+        for task, probe, language in plan
+        for variant in variants
+    ]
     if jobs <= 1:
         done = [run_one(*run, recipes=recipes, **argv_options) for run in runs]
     else:
@@ -273,8 +329,8 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
     the CER in brackets after the WER) and the layer weights, as Markdown.
     """
     labels = list(dict.fromkeys(r.variant.label for r in results))
-    rows = list(dict.fromkeys((r.task, r.probe) for r in results))
-    by_key = {(r.variant.label, r.task, r.probe): r for r in results}
+    rows = list(dict.fromkeys((r.task, r.row, r.probe) for r in results))
+    by_key = {(r.variant.label, r.row, r.probe): r for r in results}
     lines = [
         f"# MP3S results: {name}",
         "",
@@ -291,9 +347,9 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
         "| task | probe | metric | " + " | ".join(labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]
-    for task, probe in rows:
+    for task, row, probe in rows:
         definition = get_task(task)
-        cells = [by_key.get((label, task, probe)) for label in labels]
+        cells = [by_key.get((label, row, probe)) for label in labels]
         values = [c.value for c in cells if c is not None and c.value is not None]
         best = (max if definition.higher_is_better else min)(values) if values else None
         arrow = "↑" if definition.higher_is_better else "↓"
@@ -308,7 +364,7 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
             if cell is not None and cell.cer is not None:
                 shown += f" ({cell.cer:.2f})"
             text.append(shown)
-        lines.append(f"| {task} | {probe} | {metric} | " + " | ".join(text) + " |")
+        lines.append(f"| {row} | {probe} | {metric} | " + " | ".join(text) + " |")
     weighted = [r for r in results if len(r.layer_weights) > 1]
     if weighted:
         width = max(len(r.layer_weights) for r in weighted)
@@ -323,9 +379,7 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
         ]
         for r in weighted:
             cells = [f"{w:.3f}" for w in r.layer_weights] + [""] * (width - len(r.layer_weights))
-            lines.append(
-                f"| {r.variant.label} | {r.task} | {r.probe} | " + " | ".join(cells) + " |"
-            )
+            lines.append(f"| {r.variant.label} | {r.row} | {r.probe} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Runs",
@@ -335,12 +389,13 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
     ]
     for r in results:
         status = "ok" if r.error is None else r.error.replace("|", "/").splitlines()[0][:120]
-        lines.append(f"| {r.variant.label} | {r.task} | {r.probe} | {r.seconds:.0f} | {status} |")
+        lines.append(f"| {r.variant.label} | {r.row} | {r.probe} | {r.seconds:.0f} | {status} |")
     return "\n".join(lines) + "\n"
 
 
 CSV_COLUMNS = (
-    "encoder", "encoder_path", "pretrained", "task", "probe", "metric", "value", "seconds",
+    "encoder", "encoder_path", "pretrained", "task", "language", "probe", "metric", "value",
+    "seconds",
     "layer_weights", "error",
 )  # fmt: skip
 
@@ -356,7 +411,8 @@ def write_tables(results, folder, *, name: str, command: str, notes: str = "") -
         writer.writerow(CSV_COLUMNS)
         for r in results:
             writer.writerow([
-                r.variant.label, r.variant.encoder, r.variant.pretrained, r.task, r.probe,
+                r.variant.label, r.variant.encoder, r.variant.pretrained, r.task,
+                r.language or "", r.probe,
                 r.metric, "" if r.value is None else f"{r.value:.4f}", f"{r.seconds:.1f}",
                 " ".join(f"{w:.4f}" for w in r.layer_weights), r.error or "",
             ])  # fmt: skip
@@ -388,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baselines", default="fbank,random", help="comma-separated: fbank, random; or none"
     )
+    parser.add_argument(
+        "--languages", default="all",
+        help="CommonVoice languages of the built-in corpus: all (cy,eu) or some of them",
+    )  # fmt: skip
     parser.add_argument("--name", default=None, help="table name (default: the encoder's name)")
     parser.add_argument(
         "--data_folder", action="append", metavar="TASK=PATH", help="real corpus of a task"
@@ -437,15 +497,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     torch.set_num_threads(args.threads)
+    data_folders = _parse_data_folders(args.data_folder)
     plan = plan_runs(tasks=args.tasks, probes=args.probes)
+    plan = plan_languages(plan, args.languages, data_folders=data_folders)
     variants = plan_variants(args.encoder, args.baselines)
     name = args.name or default_name(args.encoder)
     recipes = Path(args.recipes)
     work_folder = Path(args.work_folder or Path("results") / "MP3S" / name)
     results_folder = Path(args.results_folder or recipes / "results")
-    data_folders = _parse_data_folders(args.data_folder)
     start = time.perf_counter()
-    if args.manifest_root is None and any(task.name not in data_folders for task, _ in plan):
+    if args.manifest_root is None and any(task.name not in data_folders for task, *_ in plan):
         # Generate the built-in corpus once, here, rather than in parallel runs.
         from speechbrain_ext.corpus import DEFAULT_MINUTES, DEFAULT_SEED, ensure_builtin_corpus
 

@@ -60,6 +60,9 @@ class Task:
         Probes the recipe ships (``hparams/<probe>.yaml``); the first is the runner's default.
     prepare : callable
         ``prepare(data_folder, save_folder, **options) -> {"train", "dev", "test", ...: Path}``.
+    languages : tuple of str
+        Languages of the built-in corpus the recipe takes through its ``language`` key (empty:
+        a task without that key).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Task:
     higher_is_better: bool
     probes: tuple
     prepare: Callable
+    languages: tuple = ()
 
 
 def list_tasks() -> list[str]:
@@ -132,7 +136,7 @@ _DEFINITIONS = (
     Task("LibriSpeech", "ctc", "librispeech", "wrd", "WER", False,
          ("bilstm_ctc", "linear_ctc"), _prepare_librispeech),
     Task("CommonVoice", "ctc", "cv_{language}", "wrd", "WER", False,
-         ("bilstm_ctc", "linear_ctc"), _prepare_commonvoice),
+         ("bilstm_ctc", "linear_ctc"), _prepare_commonvoice, languages=("cy", "eu")),
     Task("VoxCeleb1", "verification", "asv", "spk_id", "EER", False,
          ("xvector", "ecapa"), _prepare_voxceleb1),
     Task("SLURP", "classification", "slurp", "scenario", "accuracy", True,
