@@ -2,6 +2,7 @@
 commands' smoke runs (CSV, Markdown and PNG written)."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -243,3 +244,23 @@ def test_profile_command_writes_tables(tmp_path):
     )
     assert rows[0]["precision"] == "W1A1" and rows[0]["gbop"] > 0
     assert (tmp_path / "profile_conformer_s_w1a1.csv").exists()
+
+
+def test_profile_a_recipe_yaml_with_overrides(tmp_path, monkeypatch):
+    from speechbrain_ext.bench.profile import main
+
+    monkeypatch.chdir(tmp_path)  # the recipe's output folder must not appear under the cwd
+    yaml = Path(__file__).resolve().parents[1] / "recipes/BEST-RQ/hparams/bestrq_mhsa.yaml"
+    small = ["num_encoder_layers=1", "d_model=32", "nhead=4", "d_ffn=64"]
+    rows = main(
+        [str(yaml), "--seconds", "1", "--out", str(tmp_path / "out")]
+        + [arg for item in ["mixer=performer", *small] for arg in ("--override", item)]
+    )
+    (row,) = rows
+    assert row["model"].endswith("bestrq_mhsa.yaml mixer=performer num_encoder_layers=1 "
+                                "d_model=32 nhead=4 d_ffn=64")  # fmt: skip
+    assert 0 < row["params"] < 200_000 and row["gflop"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert list((tmp_path / "out").glob("profile_bestrq_mhsa_mixer_performer_*_fp32.md"))
+    with pytest.raises(ValueError, match="apply to a recipe yaml"):
+        main(["conformer_s", "--override", "mixer=performer"])

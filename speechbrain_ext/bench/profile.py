@@ -25,8 +25,9 @@ Models: Study A presets (``hubert_base_transformer``, ``conformer_s``, ``squeeze
 (:mod:`.waveform`); ``bestrq_*`` presets as the whole BEST-RQ encoder (fbank features, conv front
 end, encoder; no pretraining head); other presets/kinds and ``--frontend none`` as the encoder
 alone on (1, frames, d_model) input. A file may be a recipe yaml (an ``nn.Module`` under
-``model`` or ``encoder``; ``!PLACEHOLDER`` keys are filled with dummies) or a BEST-RQ
-``bestrq_model.json``.
+``model`` or ``encoder``, at the top or in SpeechBrain's ``modules``; ``!PLACEHOLDER`` keys are
+filled with dummies, ``output_folder`` goes to a temporary folder, and ``--override KEY=VALUE``
+changes any key, e.g. ``--override mixer=performer``) or a BEST-RQ ``bestrq_model.json``.
 
 Example
 -------
@@ -41,6 +42,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -134,7 +136,12 @@ def default_frontend(name: str) -> str:
 
 
 def build_profile_target(
-    name: str, *, seconds: float, frontend: str = "auto", frame_rate: float | None = None
+    name: str,
+    *,
+    seconds: float,
+    frontend: str = "auto",
+    frame_rate: float | None = None,
+    overrides: dict | None = None,
 ) -> tuple[nn.Module, tuple]:
     """A model (dropout off) and its batch-1 input for a preset, encoder kind or file.
 
@@ -148,6 +155,8 @@ def build_profile_target(
         ``"auto"`` (:func:`default_frontend`), ``"hubert"``, ``"bestrq"`` or ``"none"``.
     frame_rate : float, optional
         Frames per second of an encoder profiled alone (default 50 Hz, 25 Hz for ``bestrq_*``).
+    overrides : dict, optional
+        A recipe yaml's keys and their values as yaml text (only for a yaml).
 
     Example
     -------
@@ -160,7 +169,9 @@ def build_profile_target(
 
     path = Path(name)
     if path.suffix in (".yaml", ".yml", ".json") and path.exists():
-        return _from_file(path, seconds=seconds, frame_rate=frame_rate)
+        return _from_file(path, seconds=seconds, frame_rate=frame_rate, overrides=overrides)
+    if overrides:
+        raise ValueError(f"overrides {sorted(overrides)} apply to a recipe yaml, not to {name!r}")
     if frontend == "auto":
         frontend = default_frontend(name)
     num_samples = int(seconds * SAMPLE_RATE)
@@ -189,7 +200,7 @@ def build_profile_target(
     return encoder, (torch.randn(1, frames, encoder.d_model),)
 
 
-def _from_file(path: Path, *, seconds: float, frame_rate: float | None):
+def _from_file(path: Path, *, seconds: float, frame_rate: float | None, overrides=None):
     num_samples = int(seconds * SAMPLE_RATE)
     if path.suffix == ".json":
         from speechbrain_ext.ssl.model import build_bestrq_model
@@ -201,14 +212,24 @@ def _from_file(path: Path, *, seconds: float, frame_rate: float | None):
 
     text = path.read_text()
     placeholders = re.findall(r"^(\w+):\s*!PLACEHOLDER", text, flags=re.MULTILINE)
-    with open(path) as handle:
-        hparams = load_hyperpyyaml(handle, {key: "/tmp/unused" for key in placeholders})
-    for key in ("model", "encoder"):
-        module = hparams.get(key)
-        if isinstance(module, nn.Module):
-            break
-    else:
-        raise ValueError(f"{path}: no nn.Module under 'model' or 'encoder' to profile")
+    values = {key: "/tmp/unused" for key in placeholders}
+    with tempfile.TemporaryDirectory(prefix="profile_") as scratch:
+        if re.search(r"^output_folder:", text, flags=re.MULTILINE):
+            values["output_folder"] = scratch  # loading a recipe yaml may create its folders
+        values.update(overrides or {})
+        # as a yaml text, like SpeechBrain's command line: "2" is an int, "null" is None
+        text = "\n".join(f"{key}: {value}" for key, value in values.items())
+        with open(path) as handle:
+            hparams = load_hyperpyyaml(handle, text)
+    modules = hparams.get("modules") if isinstance(hparams.get("modules"), dict) else {}
+    candidates = [hparams.get(key) for key in ("model", "encoder")]
+    candidates += [modules.get(key) for key in ("model", "encoder")]
+    module = next((c for c in candidates if isinstance(c, nn.Module)), None)
+    if module is None:
+        raise ValueError(
+            f"{path}: no nn.Module under 'model' or 'encoder' (top level or in 'modules') "
+            "to profile"
+        )
     if hasattr(module, "encode") and hasattr(module, "encoder"):  # a BEST-RQ model
         return module.encoder.eval(), (torch.randn(1, num_samples), torch.ones(1))
     if hasattr(module, "hidden_size") and hasattr(module, "downsample_rate"):
@@ -397,7 +418,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DEPTH",
         help="also print FLOP per module name prefix of this depth",
     )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe yaml's key, e.g. mixer=performer (repeatable)",
+    )
     parser.add_argument("--out", default=None, help="folder for CSV + Markdown")
+
+
+def parse_overrides(items) -> dict:
+    """``["mixer=performer", "scale=large"]`` → ``{"mixer": "performer", "scale": "large"}``.
+
+    >>> parse_overrides(["mixer=performer", "num_encoder_layers=2"])
+    {'mixer': 'performer', 'num_encoder_layers': '2'}
+    """
+    overrides = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--override wants KEY=VALUE, got {item!r}")
+        overrides[key] = value
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -428,10 +471,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     label, bits = parse_bits(args.bits, keep_fp32=tuple(args.keep_fp32 or ()))
     torch.manual_seed(0)
     model, inputs = build_profile_target(
-        args.target, seconds=args.seconds, frontend=args.frontend, frame_rate=args.frame_rate
+        args.target,
+        seconds=args.seconds,
+        frontend=args.frontend,
+        frame_rate=args.frame_rate,
+        overrides=parse_overrides(args.override),
     )
+    name = " ".join([args.target, *args.override])  # the target and its yaml overrides
     row = profile_model(
-        model, inputs, name=args.target, bit_widths=bits, precision=label, fp32_rate=args.fp32_rate
+        model, inputs, name=name, bit_widths=bits, precision=label, fp32_rate=args.fp32_rate
     )
     row["seconds"] = args.seconds
     headers = list(row)
@@ -443,7 +491,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(markdown_table(["module", "GFLOP"], [[k, f"{v / 1e9:.4g}"] for k, v in per_module]))
     if args.out:
         out = Path(args.out)
-        stem = re.sub(r"[^\w.-]", "_", Path(args.target).stem) + f"_{label.lower()}"
+        stem = "_".join([Path(args.target).stem, *args.override])
+        stem = re.sub(r"[^\w.-]", "_", stem) + f"_{label.lower()}"
         write_csv([row], out / f"profile_{stem}.csv")
         (out / f"profile_{stem}.md").write_text(
             f"Command: `{command}`\n\n"
