@@ -24,6 +24,7 @@ RECIPE_YAMLS = sorted(
     [*ROOT.glob("recipes/*/hparams/*.yaml"), *ROOT.glob("MP3S/*/hparams/*.yaml")],
     key=lambda p: str(p),
 )
+RECIPE_TEXTS = [p.read_text() for p in RECIPE_YAMLS]
 FRAGMENTS = sorted(ROOT.glob("hparams/*.yaml"))
 RUN_OPTIONS = set(RunOptions().as_dict())
 PACKAGE_CODE = "\n".join(p.read_text() for p in sorted((ROOT / "speechbrain_ext").rglob("*.py")))
@@ -47,7 +48,7 @@ def unused_keys(yaml: Path) -> list[str]:
     text = yaml.read_text()
     script = yaml.parent.parent / "train.py"
     code = (script.read_text() if script.is_file() else "") + PACKAGE_CODE
-    including = [p.read_text() for p in RECIPE_YAMLS if yaml.name in p.read_text()]
+    including = [text for text in RECIPE_TEXTS if yaml.name in text]
     unused = []
     for key in top_level_keys(text):
         if key.startswith("__") or key in RUN_OPTIONS or referenced(key, text):
