@@ -3,7 +3,9 @@
 eSpeak NG keeps its state in the process (one voice, one set of parameters), so each process
 holds one :class:`Espeak`, obtained with :func:`get_espeak`. Audio is retrieved synchronously
 through the synthesis callback (22.05 kHz int16); phoneme transcripts come from
-``espeak_TextToPhonemes`` with the same voice, so they describe what is synthesized.
+``espeak_TextToPhonemes`` with the same voice, so they describe what is synthesized. The same
+callback reports a phoneme event (IPA name and audio sample) at the start of every phoneme it
+speaks, which :meth:`Espeak.synthesize_aligned` turns into a phone alignment of the audio.
 
 Example
 -------
@@ -15,6 +17,13 @@ Example
 (dtype('int16'), True)
 >>> engine.phonemize("hello world", voice="en-us")
 ['h', 'ə', 'l', 'oʊ', 'w', 'ɜː', 'l', 'd']
+>>> same, segments = engine.synthesize_aligned("hello world", voice="en-us", rate=175)
+>>> bool((same == wav).all())  # the events do not change the audio
+True
+>>> [phone for _, _, phone in segments]
+['h', 'ə', 'l', 'oʊ', 'w', 'ɜː', 'l', 'd']
+>>> all(s < e for s, e, _ in segments), segments[-1][1] <= len(wav)
+(True, True)
 """
 
 import _ctypes
@@ -31,6 +40,12 @@ _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _EE_OK = 0
 _PHONEMES_IPA = 0x02
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_INITIALIZE_PHONEME_IPA = 0x0002
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
+_EVENT_END = 5
+_EVENT_MSG_TERMINATED = 6
 _PHONEME_SEPARATOR = "_"
 _PARAMETERS = {"rate": 1, "volume": 2, "pitch": 3, "pitch_range": 4, "word_gap": 7}
 # Stress marks are properties of syllables, not phonemes; language-switch markers "(en)".
@@ -70,8 +85,23 @@ def available_variants() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` (speak_lib.h); ``name`` is the phoneme of a phoneme event."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms
+        ("sample", ctypes.c_int),  # samples from the start of the utterance
+        ("user_data", ctypes.c_void_p),
+        ("name", ctypes.c_char * 8),  # the id union: a phoneme's name for phoneme events
+    ]
+
+
 _CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
 
 
@@ -100,6 +130,7 @@ class Espeak:
         self.library_path = library_path or default_lib
         self.data_path = data_path or default_data
         self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, str]] = []  # (sample, phoneme; "" for a pause or the end)
         self._callback = _CALLBACK(self._collect)  # kept alive as long as the engine
         self._lib = None
         self._load()
@@ -140,7 +171,8 @@ class Espeak:
         lib.espeak_Terminate.restype = ctypes.c_int
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_ng_SetRandSeed.restype = None
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), 0)
+        options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), options)
         if rate <= 0:
             raise EspeakUnavailableError(
                 f"espeak_Initialize failed (returned {rate}) with the voice data in "
@@ -161,6 +193,15 @@ class Espeak:
     def _collect(self, samples, count, events) -> int:
         if samples and count > 0:
             self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        index = 0
+        while events and events[index].type != _EVENT_LIST_TERMINATED:
+            event = events[index]
+            if event.type == _EVENT_PHONEME:
+                name = _STRIP.sub("", event.name.decode("utf-8", errors="replace"))
+                self._events.append((int(event.sample), name))
+            elif event.type in (_EVENT_END, _EVENT_MSG_TERMINATED):
+                self._events.append((int(event.sample), ""))
+            index += 1
         return 0  # 0: go on synthesizing
 
     def set_voice(self, voice: str) -> None:
@@ -215,7 +256,7 @@ class Espeak:
         for name, value in settings.items():
             self._lib.espeak_SetParameter(_PARAMETERS[name], int(value), 0)
         data = text.encode("utf-8")
-        self._chunks = []
+        self._chunks, self._events = [], []
         status = self._lib.espeak_Synth(
             data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
         )
@@ -225,6 +266,28 @@ class Espeak:
         if not chunks:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(chunks).astype(np.int16, copy=False)
+
+    def synthesize_aligned(self, text: str, **options) -> tuple[np.ndarray, list]:
+        """:meth:`synthesize` (same arguments, same audio) and the phone alignment of the audio.
+
+        Returns
+        -------
+        wav : np.ndarray
+            int16 samples at :attr:`sample_rate`.
+        segments : list of (start, end, phone)
+            Every spoken phoneme (IPA, stress marks removed) from its start sample to the
+            start of the next event (the next phoneme, a pause or the end); silences
+            between them are not listed.
+        """
+        wav = self.synthesize(text, **options)
+        events = sorted(self._events, key=lambda event: event[0])
+        self._events = []
+        segments = []
+        for (start, phone), (end, _) in zip(events, [*events[1:], (len(wav), "")]):
+            end = min(end, len(wav))
+            if phone and end > start:
+                segments.append((start, end, phone))
+        return wav, segments
 
     def phonemize(self, text: str, *, voice: str) -> list[str]:
         """IPA phonemes of ``text`` as spoken by ``voice`` (stress marks removed)."""

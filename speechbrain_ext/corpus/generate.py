@@ -21,7 +21,8 @@ from speechbrain_ext.corpus.tasks import plan_corpus
 
 logger = logging.getLogger(__name__)
 
-CORPUS_VERSION = 2  # bump when a change alters the audio or manifests of a seed
+# Bump when a change alters the audio or manifests of a seed (3: phone alignments added).
+CORPUS_VERSION = 3
 MARKER = "corpus.json"
 IN_PROGRESS = ".generating"
 DEFAULT_MINUTES = 60.0

@@ -16,6 +16,7 @@ Example
 [{'query_id': 'q1', 'doc_id': 'd1', 'label': 1}, {'query_id': 'q1', 'doc_id': 'd2', 'label': 0}]
 """
 
+import json
 import random
 import shutil
 from collections import defaultdict
@@ -35,6 +36,11 @@ TASK_COLUMNS = {
     "cv_eu": SCHEMA_COLUMNS["cv"],
 }
 LIBRISPEECH_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+
+
+ALIGNMENTS_FILE = "alignments.json"
+"""Phone alignments of a task's utterances, beside its manifests: a JSON object mapping each
+utterance ID to ``[[start_s, end_s, phone], ...]`` (eSpeak NG's phoneme events)."""
 
 
 def rttm_lines(file_id: str, segments) -> list[str]:
@@ -176,12 +182,20 @@ def write_corpus_manifests(root, results: list, *, seed: int) -> list[Path]:
     root = Path(root)
     grouped = defaultdict(lambda: defaultdict(list))
     segments = {}
+    alignments = defaultdict(dict)
     for job, row, extra in results:
         grouped[job.task][job.split].append(row)
         if "segments" in extra:
             segments[job.uid] = extra["segments"]
+        if "alignment" in extra:
+            alignments[job.task][job.uid] = [list(segment) for segment in extra["alignment"]]
     out = root / "manifests"
     written = []
+    for task, by_id in sorted(alignments.items()):
+        path = out / task / ALIGNMENTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(sorted(by_id.items())), ensure_ascii=False) + "\n")
+        written.append(path)
 
     def manifest(task, name, rows, columns=None):
         columns = TASK_COLUMNS[task] if columns is None else columns

@@ -38,11 +38,15 @@ KS_SECONDS = 1.0
 FLOOR_SNR_DB = 50.0  # a faint noise floor under every clip (no digital silence)
 
 
-def speak(utterance: Utterance) -> np.ndarray:
-    """Synthesize ``utterance`` and resample it to 16 kHz; float32, shape (samples,)."""
+def speak(utterance: Utterance, *, aligned: bool = False):
+    """Synthesize ``utterance`` and resample it to 16 kHz; float32, shape (samples,).
+
+    With ``aligned``, also its phone alignment: ``[(start_s, end_s, phone)]`` in seconds.
+    """
     engine = get_espeak()
     p = utterance.prosody
-    wav = engine.synthesize(
+    synthesize = engine.synthesize_aligned if aligned else engine.synthesize
+    out = synthesize(
         utterance.text,
         voice=p.voice,
         rate=p.rate,
@@ -51,9 +55,14 @@ def speak(utterance: Utterance) -> np.ndarray:
         volume=p.volume,
         seed=zlib.crc32(f"{utterance.spk_id}:{utterance.text}".encode()),
     )
+    wav, segments = out if aligned else (out, None)
     wav = torch.from_numpy(wav.astype(np.float32) / 32768.0)
     with torch.no_grad():
-        return A.resampler(engine.sample_rate, SAMPLE_RATE)(wav).numpy()
+        wav = A.resampler(engine.sample_rate, SAMPLE_RATE)(wav).numpy()
+    if not aligned:
+        return wav
+    rate = engine.sample_rate
+    return wav, [(start / rate, end / rate, phone) for start, end, phone in segments]
 
 
 def _babble_sources(rng: random.Random, count: int = 3) -> list:
@@ -69,8 +78,10 @@ def _babble_sources(rng: random.Random, count: int = 3) -> list:
     return sources
 
 
-def _condition(wav, rng, *, level_offset_db=0.0, **draw_options) -> np.ndarray:
+def _condition(wav, rng, *, level_offset_db=0.0, conditions_out=None, **draw_options):
     conditions = A.draw_conditions(rng, **draw_options)
+    if conditions_out is not None:
+        conditions_out.append(conditions)
     sources = None
     if conditions.noise == "babble":
         sources = _babble_sources(random.Random(int(rng.integers(2**32))))
@@ -81,14 +92,28 @@ def _condition(wav, rng, *, level_offset_db=0.0, **draw_options) -> np.ndarray:
     )
 
 
-def _pad(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _pad(wav: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     before, after = (int(rng.uniform(*PAD_RANGE) * SAMPLE_RATE) for _ in range(2))
-    return np.concatenate([np.zeros(before, np.float32), wav, np.zeros(after, np.float32)])
+    padded = np.concatenate([np.zeros(before, np.float32), wav, np.zeros(after, np.float32)])
+    return padded, before
 
 
-def _render_speech(job: Job, rng) -> np.ndarray:
-    wav = _pad(speak(job.utterances[0]), rng)
-    return _condition(wav, rng, level_offset_db=job.options.get("level_offset_db", 0.0))
+def _render_speech(job: Job, rng) -> tuple[np.ndarray, list | None]:
+    """The clip, and for jobs with phonemes its phone alignment in the clip's time."""
+    aligned = bool(job.options.get("phonemes"))
+    spoken = speak(job.utterances[0], aligned=aligned)
+    wav, segments = spoken if aligned else (spoken, None)
+    wav, before = _pad(wav, rng)
+    drawn = []
+    level = job.options.get("level_offset_db", 0.0)
+    wav = _condition(wav, rng, level_offset_db=level, conditions_out=drawn)
+    if segments is not None:  # shift by the leading silence, then stretch like the speed change
+        offset, speed = before / SAMPLE_RATE, drawn[0].speed
+        segments = [
+            (round((start + offset) / speed, 4), round((end + offset) / speed, 4), phone)
+            for start, end, phone in segments
+        ]
+    return wav, segments
 
 
 def _render_keyword(job: Job, rng) -> np.ndarray:
@@ -160,12 +185,15 @@ def render_job(job: Job, root: Path) -> tuple[dict, dict]:
     """Make the audio of ``job`` under ``root``; returns (manifest row, extra information).
 
     The row has the common columns, the job's labels and, for jobs asking for it, ``phn``;
-    ``extra`` holds ``segments`` ``[(start, end, spk_id)]`` for mixtures.
+    ``extra`` holds ``segments`` ``[(start, end, spk_id)]`` for mixtures and ``alignment``
+    ``[(start, end, phone)]`` (seconds, eSpeak NG's phoneme events) for jobs with phonemes.
     """
     rng = np.random.default_rng(job.seed)
     extra = {}
     if job.kind == "speech":
-        wav = _render_speech(job, rng)
+        wav, alignment = _render_speech(job, rng)
+        if alignment is not None:
+            extra["alignment"] = alignment
     elif job.kind in ("keyword", "silence"):
         wav = _render_keyword(job, rng)
     elif job.kind == "mixture":
