@@ -16,8 +16,9 @@ import re
 from pathlib import Path
 
 import pytest
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.run_opts import RunOptions
+
+from speechbrain_ext.hparams import is_variant, load_recipe_hparams, resolve_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_YAMLS = sorted(
@@ -45,6 +46,10 @@ def referenced(key: str, text: str) -> bool:
 
 
 def unused_keys(yaml: Path) -> list[str]:
+    if is_variant(yaml):  # a variant's keys are its base's; loading checks they exist
+        base = resolve_variant(yaml)[0]
+        known = set(top_level_keys(base.read_text()))
+        return [key for key in top_level_keys(yaml.read_text()) if key not in known | {"base"}]
     text = yaml.read_text()
     script = yaml.parent.parent / "train.py"
     code = (script.read_text() if script.is_file() else "") + PACKAGE_CODE
@@ -79,11 +84,33 @@ def test_the_check_finds_an_unused_key(tmp_path):
 
 @pytest.mark.parametrize("yaml", RECIPE_YAMLS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_recipe_yaml_loads(yaml, tmp_path):
+    base = resolve_variant(yaml)[0]
     overrides = {
         key: str(tmp_path / key)
-        for key in top_level_keys(yaml.read_text())
-        if key.endswith(("_folder", "_log")) and key not in ("builtin_folder", "data_folder")
+        for key in top_level_keys(base.read_text())
+        if key.endswith(("_folder", "_log"))
+        and key not in ("builtin_folder", "data_folder", "iteration1_folder")
     }
-    with open(yaml, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    small = {"num_encoder_layers": 1, "d_model": 16, "nhead": 2, "d_ffn": 32}
+    overrides.update({k: v for k, v in small.items() if k in top_level_keys(base.read_text())})
+    hparams = load_recipe_hparams(yaml, overrides)[0]
     assert isinstance(hparams, dict) and hparams
+
+
+VARIANTS = [yaml for yaml in RECIPE_YAMLS if is_variant(yaml)]
+
+
+@pytest.mark.parametrize("yaml", VARIANTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_variants_are_small_and_do_not_repeat_their_base(yaml):
+    lines = [line for line in yaml.read_text().splitlines() if not line.startswith("#")]
+    assert len(lines) <= 20, f"{yaml.name}: {len(lines)} lines"
+    assert not any("!" in line.split("#")[0] for line in lines), "a variant is plain YAML"
+    # A system variant (not the CPU job) sets at most a handful of keys on its base.
+    if yaml.name != "cpu.yaml":
+        assert len(lines) <= 4, lines
+
+
+def test_every_recipe_has_a_base_and_variants_on_it():
+    for recipe in sorted(ROOT.glob("recipes/*/hparams")):
+        bases = [yaml for yaml in recipe.glob("*.yaml") if not is_variant(yaml)]
+        assert len(bases) == 1, (recipe, bases)

@@ -27,7 +27,8 @@ end, encoder; no pretraining head); other presets/kinds and ``--frontend none`` 
 alone on (1, frames, d_model) input. A file may be a recipe yaml (an ``nn.Module`` under
 ``model`` or ``encoder``, at the top or in SpeechBrain's ``modules``; ``!PLACEHOLDER`` keys are
 filled with dummies, ``output_folder`` goes to a temporary folder, and ``--override KEY=VALUE``
-changes any key, e.g. ``--override mixer=performer``) or a BEST-RQ ``bestrq_model.json``.
+changes any key, e.g. ``--override mixer=performer``; a base or a variant, see
+:mod:`speechbrain_ext.hparams`) or a ``bestrq_model.json`` / ``hubert_model.json``.
 
 Example
 -------
@@ -203,14 +204,19 @@ def build_profile_target(
 def _from_file(path: Path, *, seconds: float, frame_rate: float | None, overrides=None):
     num_samples = int(seconds * SAMPLE_RATE)
     if path.suffix == ".json":
-        from speechbrain_ext.ssl.model import build_bestrq_model
+        from speechbrain_ext.ssl.export import BUILDERS, CONFIG_NAMES
 
+        framework = CONFIG_NAMES.get(path.name, "bestrq")
         config = json.loads(path.read_text())
-        config.update(dropout=0.0, front_end_dropout=0.0)
-        return build_bestrq_model(**config).encoder, (torch.randn(1, num_samples), torch.ones(1))
-    from hyperpyyaml import load_hyperpyyaml
+        config.update(dropout=0.0)
+        config.update(
+            {"bestrq": {"front_end_dropout": 0.0}, "hubert": {"input_dropout": 0.0}}[framework]
+        )
+        model = BUILDERS[framework](**config)
+        return model.encoder, (torch.randn(1, num_samples), torch.ones(1))
+    from speechbrain_ext.hparams import load_recipe_hparams, resolve_variant
 
-    text = path.read_text()
+    text = resolve_variant(path)[0].read_text()  # a variant's keys are its base's
     placeholders = re.findall(r"^(\w+):\s*!PLACEHOLDER", text, flags=re.MULTILINE)
     values = {key: "/tmp/unused" for key in placeholders}
     with tempfile.TemporaryDirectory(prefix="profile_") as scratch:
@@ -219,8 +225,7 @@ def _from_file(path: Path, *, seconds: float, frame_rate: float | None, override
         values.update(overrides or {})
         # as a yaml text, like SpeechBrain's command line: "2" is an int, "null" is None
         text = "\n".join(f"{key}: {value}" for key, value in values.items())
-        with open(path) as handle:
-            hparams = load_hyperpyyaml(handle, text)
+        hparams = load_recipe_hparams(path, text)[0]
     modules = hparams.get("modules") if isinstance(hparams.get("modules"), dict) else {}
     candidates = [hparams.get(key) for key in ("model", "encoder")]
     candidates += [modules.get(key) for key in ("model", "encoder")]
@@ -230,7 +235,7 @@ def _from_file(path: Path, *, seconds: float, frame_rate: float | None, override
             f"{path}: no nn.Module under 'model' or 'encoder' (top level or in 'modules') "
             "to profile"
         )
-    if hasattr(module, "encode") and hasattr(module, "encoder"):  # a BEST-RQ model
+    if hasattr(module, "encode") and hasattr(module, "encoder"):  # a BEST-RQ or HuBERT model
         return module.encoder.eval(), (torch.randn(1, num_samples), torch.ones(1))
     if hasattr(module, "hidden_size") and hasattr(module, "downsample_rate"):
         return module.eval(), (torch.randn(1, num_samples), torch.ones(1))

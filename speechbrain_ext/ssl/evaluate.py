@@ -1,13 +1,19 @@
-"""Proof of learning for BEST-RQ: masked-prediction accuracy against two baselines.
+"""Proof of learning for SSL models: masked-prediction accuracy against two baselines.
 
 On held-out audio, with the same masks and noise for every model (a seeded
 generator), we report the masked-prediction accuracy of
 
 - the trained model;
-- the **most frequent codeword** baseline: always predict the codeword most
-  frequent among the training targets (the best input-independent guess);
-- a **randomly initialised model** of the same configuration (same frozen
-  quantizer, hence the same targets).
+- the **most frequent class** baseline: always predict the class (BEST-RQ codeword,
+  HuBERT cluster) most frequent among the training targets (the best input-independent
+  guess);
+- a **randomly initialised model** of the same configuration (for BEST-RQ with the same
+  frozen quantizer, hence the same targets).
+
+It serves BEST-RQ and HuBERT alike: a model gives ``frame_targets(wavs, wav_lens,
+**inputs) -> (targets, valid)``, ``fresh_like()`` and ``num_classes``, and batches are
+``(wavs, wav_lens)`` or ``(wavs, wav_lens, inputs)`` with ``inputs`` the model's keyword
+inputs (HuBERT's ``targets``).
 
 Example
 -------
@@ -22,36 +28,41 @@ Example
 22
 >>> results = proof_of_learning(model, batches, train_batches=batches, seed=0)
 >>> sorted(results["accuracy"])
-['most_frequent_codeword', 'random_init', 'trained']
+['most_frequent_class', 'random_init', 'trained']
 >>> print(results_markdown(results).splitlines()[0])
 | model | masked-prediction accuracy (%) | masked frames |
 """
 
-import copy
 from collections.abc import Iterable
 
 import torch
+from torch import nn
 
-from speechbrain_ext.ssl.model import BestRQModel, build_bestrq_model
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterable[tuple]
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _unpack(batch, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    wavs, wav_lens, *rest = batch
+    inputs = rest[0] if rest else {}
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return wavs.to(device), wav_lens.to(device), inputs
+
+
 @torch.no_grad()
 def code_histogram(
-    model: BestRQModel, batches: Batches, *, max_utterances: int | None = None
+    model: nn.Module, batches: Batches, *, max_utterances: int | None = None
 ) -> torch.Tensor:
-    """How often each codeword is the target of a valid (unpadded) frame.
+    """How often each class is the target of a valid (unpadded) frame.
 
     Arguments
     ---------
-    model : BestRQModel
-        Provides the features and the frozen quantizer.
-    batches : iterable of (wavs, wav_lens)
+    model : nn.Module
+        A BEST-RQ or HuBERT model (``frame_targets``, ``num_classes``).
+    batches : iterable of (wavs, wav_lens[, inputs])
         Audio (batch, samples) and relative lengths (batch,).
     max_utterances : int, optional
         Stop after this many utterances.
@@ -59,18 +70,15 @@ def code_histogram(
     Returns
     -------
     torch.Tensor
-        Counts (codebook_size,), int64, on the CPU.
+        Counts (num_classes,), int64, on the CPU.
     """
     device = _device_of(model)
-    counts = torch.zeros(model.objective.codebook_size, dtype=torch.long)
+    counts = torch.zeros(model.num_classes, dtype=torch.long)
     seen = 0
-    for wavs, wav_lens in batches:
-        feats, lengths = model.encoder.extract(wavs.to(device), wav_lens.to(device))
-        targets = model.objective.targets(feats)  # (batch, frames)
-        stride = model.objective.stack
-        frames = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
-        valid = torch.arange(targets.shape[1], device=device) < frames.unsqueeze(1)
-        counts += torch.bincount(targets[valid].cpu(), minlength=counts.numel())
+    for batch in batches:
+        wavs, wav_lens, inputs = _unpack(batch, device)
+        targets, valid = model.frame_targets(wavs, wav_lens, **inputs)  # (batch, frames)
+        counts += torch.bincount(targets[valid].long().cpu(), minlength=counts.numel())
         seen += wavs.shape[0]
         if max_utterances is not None and seen >= max_utterances:
             break
@@ -79,7 +87,7 @@ def code_histogram(
 
 @torch.no_grad()
 def masked_prediction_accuracy(
-    model: BestRQModel,
+    model: nn.Module,
     batches: Batches,
     *,
     seed: int = 0,
@@ -90,9 +98,9 @@ def masked_prediction_accuracy(
 
     Arguments
     ---------
-    model : BestRQModel
+    model : nn.Module
         The model to evaluate (put in eval mode for the duration).
-    batches : iterable of (wavs, wav_lens)
+    batches : iterable of (wavs, wav_lens[, inputs])
         Held-out audio.
     seed : int
         Seed of the masks and noise: equal seeds give every model the same masks.
@@ -116,10 +124,11 @@ def masked_prediction_accuracy(
     loss_sum = 0.0
     constant_correct = dict.fromkeys(constant_codes, 0)
     try:
-        for index, (wavs, wav_lens) in enumerate(batches):
+        for index, batch in enumerate(batches):
             if max_batches is not None and index >= max_batches:
                 break
-            out = model(wavs.to(device), wav_lens.to(device), generator=generator)
+            wavs, wav_lens, inputs = _unpack(batch, device)
+            out = model(wavs, wav_lens, generator=generator, **inputs)
             count = int(out["num_masked"])
             correct += int(out["correct"])
             num_masked += count
@@ -139,20 +148,19 @@ def masked_prediction_accuracy(
     }
 
 
-def random_init_like(model: BestRQModel, *, seed: int = 0) -> BestRQModel:
-    """A randomly initialised model of ``model``'s configuration, with its frozen
-    quantizer and feature normalisation (so the targets are the same).
+def random_init_like(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """A randomly initialised model of ``model``'s configuration (``model.fresh_like()``:
+    for BEST-RQ with its frozen quantizer and feature normalisation, so the targets are the
+    same), on ``model``'s device, drawn from ``seed`` without touching the global random state.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = build_bestrq_model(**model.config)
-    fresh.objective.load_state_dict(model.objective.state_dict())
-    fresh.encoder.features.load_state_dict(copy.deepcopy(model.encoder.features.state_dict()))
+        fresh = model.fresh_like()
     return fresh.to(_device_of(model))
 
 
 def proof_of_learning(
-    model: BestRQModel,
+    model: nn.Module,
     test_batches: Batches,
     *,
     train_batches: Batches,
@@ -164,12 +172,12 @@ def proof_of_learning(
 
     Arguments
     ---------
-    model : BestRQModel
+    model : nn.Module
         The trained model.
-    test_batches : iterable of (wavs, wav_lens)
+    test_batches : iterable of (wavs, wav_lens[, inputs])
         Held-out audio; iterated twice (trained and random model), so pass a
         re-iterable (a list or a DataLoader).
-    train_batches : iterable of (wavs, wav_lens)
+    train_batches : iterable of (wavs, wav_lens[, inputs])
         Training audio, for the codeword frequencies of the majority baseline.
     seed : int
         Seed of the evaluation masks and noise, and of the random model.
@@ -181,11 +189,11 @@ def proof_of_learning(
     Returns
     -------
     dict
-        ``accuracy`` (``trained``, ``most_frequent_codeword``, ``random_init``),
+        ``accuracy`` (``trained``, ``most_frequent_class``, ``random_init``),
         ``loss`` (``trained``, ``random_init``), ``num_masked``,
-        ``most_frequent_codeword`` and ``oracle_constant_accuracy`` (the best
-        constant guess chosen on the test targets themselves, an upper bound of
-        any constant predictor).
+        ``most_frequent_class``, ``num_classes`` and ``oracle_constant_accuracy``
+        (the best constant guess chosen on the test targets themselves, an upper
+        bound of any constant predictor).
     """
     counts = code_histogram(model, train_batches, max_utterances=max_train_utterances)
     majority = int(counts.argmax())
@@ -206,14 +214,14 @@ def proof_of_learning(
     return {
         "accuracy": {
             "trained": trained["accuracy"],
-            "most_frequent_codeword": trained["constant_accuracy"]["majority"],
+            "most_frequent_class": trained["constant_accuracy"]["majority"],
             "random_init": random["accuracy"],
         },
         "loss": {"trained": trained["loss"], "random_init": random["loss"]},
         "num_masked": trained["num_masked"],
-        "most_frequent_codeword": majority,
+        "most_frequent_class": majority,
         "oracle_constant_accuracy": trained["constant_accuracy"]["oracle"],
-        "codebook_size": model.objective.codebook_size,
+        "num_classes": model.num_classes,
     }
 
 
@@ -221,9 +229,8 @@ def results_markdown(results: dict) -> str:
     """A Markdown table of :func:`proof_of_learning`'s results."""
     names = {
         "trained": "trained model",
-        "most_frequent_codeword": (
-            f"most frequent codeword (#{results['most_frequent_codeword']} of "
-            f"{results['codebook_size']})"
+        "most_frequent_class": (
+            f"most frequent class (#{results['most_frequent_class']} of {results['num_classes']})"
         ),
         "random_init": "randomly initialised model (same config)",
     }

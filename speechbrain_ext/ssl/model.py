@@ -24,6 +24,7 @@ True
 True
 """
 
+import copy
 import inspect
 import logging
 import math
@@ -116,6 +117,8 @@ class BestRQModel(nn.Module):
         The keyword arguments of :func:`build_bestrq_model` that made the model.
     """
 
+    framework = "bestrq"
+
     def __init__(self, *, encoder: BestRQEncoder, objective: BestRQ, config: dict | None = None):
         super().__init__()
         if objective.stack != encoder.stride:
@@ -173,6 +176,30 @@ class BestRQModel(nn.Module):
     def encode(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[torch.Tensor]:
         """Every representation without masking: front end output, then each layer's."""
         return self.encoder(wavs, wav_lens)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes to predict (codewords)."""
+        return self.objective.codebook_size
+
+    @torch.no_grad()
+    def frame_targets(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
+        """Targets (batch, frames) of the unmasked audio and which frames are valid."""
+        feats, lengths = self.encoder.extract(wavs, wav_lens)
+        targets = self.objective.targets(feats)  # (batch, frames)
+        stride = self.objective.stack
+        frames = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
+        valid = torch.arange(targets.shape[1], device=targets.device) < frames.unsqueeze(1)
+        return targets, valid
+
+    def fresh_like(self) -> "BestRQModel":
+        """A randomly initialised model of this configuration, with this model's frozen
+        quantizer and feature normalisation (so its targets are the same).
+        """
+        fresh = build_bestrq_model(**self.config)
+        fresh.objective.load_state_dict(self.objective.state_dict())
+        fresh.encoder.features.load_state_dict(copy.deepcopy(self.encoder.features.state_dict()))
+        return fresh
 
 
 def encoder_config(encoder: str, encoder_kind: str | None = None, **overrides) -> dict:

@@ -1,0 +1,364 @@
+"""What every SSL pretraining recipe shares: arguments, manifests, data, the Brain, DDP, results.
+
+BEST-RQ's and HuBERT's ``train.py`` keep only what is their own (HuBERT: targets and the
+iterations); the rest is here, once:
+
+- :func:`setup_recipe`: SpeechBrain's arguments, the recipe yaml (base or variant,
+  :mod:`speechbrain_ext.hparams`), the DDP group and the experiment folder;
+- :func:`prepare_manifests`: the user's CSVs, the built-in corpus (generated on first use) or
+  LibriSpeech (prepared into the output folder);
+- :func:`dataio_prepare`: datasets with a ``sig`` item (and any recipe items), dynamic batching;
+- :class:`SSLBrain`: the masked-prediction training loop (Noam schedule, interval logging to the
+  text log and TensorBoard with loss, accuracy, lr and audio seconds per second, a checkpoint
+  after every validation);
+- :func:`evaluation_batches`, :func:`write_results`: the held-out proof of learning;
+- :func:`check_ddp_parameters`, :func:`shutdown_distributed`: DDP checks and a clean exit.
+
+Every model trained here has ``forward(wavs, wav_lens, *, generator=None, **inputs)`` returning
+``loss``, ``correct`` and ``num_masked``; ``inputs`` are the batch items a recipe names in
+:attr:`SSLBrain.input_keys` (HuBERT's ``targets``).
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_ext.hparams import load_recipe_hparams
+
+logger = logging.getLogger(__name__)
+
+
+def setup_recipe(argv: list[str]):
+    """Parse SpeechBrain's command line, load the yaml, start DDP and the experiment folder.
+
+    Returns ``(hparams, run_opts, hparams_file)``. SpeechBrain 1.1.2 parses
+    ``--optimizer_step_limit`` as a string; it is made an int here.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if isinstance(run_opts.optimizer_step_limit, str):
+        limit = int(run_opts.optimizer_step_limit)
+        run_opts = dataclasses.replace(run_opts, optimizer_step_limit=limit)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams, base, applied = load_recipe_hparams(hparams_file, overrides)
+    output_folder = Path(hparams["output_folder"])
+    sb.create_experiment_directory(
+        experiment_directory=str(output_folder),
+        hyperparams_to_save=str(base),
+        overrides=applied,
+    )
+    # SpeechBrain keeps a copy of the file that called it (this one); keep the recipe's instead.
+    script = Path(sys.argv[0])
+    if if_main_process() and script.suffix == ".py" and script.is_file():
+        (output_folder / Path(__file__).name).unlink(missing_ok=True)
+        shutil.copy(script, output_folder / script.name)
+    return hparams, run_opts, hparams_file
+
+
+def prepare_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
+    """Manifests (train, valid, test): given, the built-in corpus's or LibriSpeech's.
+
+    Reads ``train_csv``, ``valid_csv``, ``test_csv`` (all three or none), ``data_folder``
+    (LibriSpeech, with ``train_splits``, ``valid_split``, ``test_split``), ``builtin_folder``
+    and ``builtin_minutes``.
+    """
+    given = {
+        "train": hparams["train_csv"],
+        "valid": hparams["valid_csv"],
+        "test": hparams["test_csv"],
+    }
+    if any(path is not None for path in given.values()):
+        missing = [f"{split}_csv" for split, path in given.items() if path is None]
+        if missing:
+            raise ValueError(f"set all of train_csv, valid_csv, test_csv; missing {missing}")
+        return {split: Path(path) for split, path in given.items()}
+    if hparams["data_folder"] is None:
+        from speechbrain_ext.corpus import ensure_builtin_corpus
+
+        folder = Path(hparams["builtin_folder"] or default_builtin_folder)
+        minutes = hparams["builtin_minutes"]
+        run_on_main(
+            ensure_builtin_corpus,
+            args=[folder],
+            kwargs={} if minutes is None else {"minutes": minutes},
+        )
+        manifests = folder / "manifests" / "librispeech"
+        return {
+            "train": manifests / "train.csv",
+            "valid": manifests / "dev.csv",
+            "test": manifests / "test.csv",
+        }
+
+    from speechbrain_ext.data.prepare.librispeech import prepare_librispeech
+
+    save_folder = Path(hparams["output_folder"]) / "manifests"
+    splits = [*hparams["train_splits"], hparams["valid_split"], hparams["test_split"]]
+    run_on_main(
+        prepare_librispeech,
+        args=[hparams["data_folder"], save_folder],
+        kwargs={"splits": list(dict.fromkeys(splits)), "merge": {"train": hparams["train_splits"]}},
+    )
+    return {
+        "train": save_folder / "train.csv",
+        "valid": save_folder / f"{hparams['valid_split']}.csv",
+        "test": save_folder / f"{hparams['test_split']}.csv",
+    }
+
+
+def dataio_prepare(hparams, manifests, *, items=()):
+    """Datasets with ``id``, ``sig`` and the ``items`` (dynamic items, each decorated with
+    SpeechBrain's ``takes``/``provides``), and their dynamic batch samplers.
+
+    Training utterances outside [``avoid_if_shorter_than``, ``avoid_if_longer_than``] seconds are
+    left out, and the count is logged. Returns ``(datasets, samplers)``, dicts by split.
+    """
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    datasets = {}
+    for split, csv in manifests.items():
+        dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=str(csv))
+        total = len(dataset)
+        if split == "train":
+            dataset = dataset.filtered_sorted(
+                sort_key="duration",
+                key_max_value={"duration": hparams["avoid_if_longer_than"]},
+                key_min_value={"duration": hparams["avoid_if_shorter_than"]},
+            )
+            if len(dataset) < total:
+                logger.info(
+                    "%s: %d of %d utterances left out (shorter than %s s or longer than %s s)",
+                    csv,
+                    total - len(dataset),
+                    total,
+                    hparams["avoid_if_shorter_than"],
+                    hparams["avoid_if_longer_than"],
+                )
+        else:
+            dataset = dataset.filtered_sorted(sort_key="duration")
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} manifest {csv} has no usable utterance")
+        datasets[split] = dataset
+    keys = ["id", "sig"]
+    for item in (audio_pipeline, *items):
+        sb.dataio.dataset.add_dynamic_item(list(datasets.values()), item)
+    for item in items:
+        keys += [key for key in item.provides if key not in keys]
+    sb.dataio.dataset.set_output_keys(list(datasets.values()), keys)
+
+    def sampler(dataset, *, shuffle):
+        return DynamicBatchSampler(
+            dataset,
+            max_batch_length=hparams["max_batch_len"],
+            num_buckets=min(hparams["num_buckets"], len(dataset)),
+            length_func=lambda x: float(x["duration"]),
+            shuffle=shuffle,
+            batch_ordering="random" if shuffle else "ascending",
+            seed=hparams["seed"],
+        )
+
+    samplers = {split: sampler(ds, shuffle=split == "train") for split, ds in datasets.items()}
+    return datasets, samplers
+
+
+class SSLBrain(sb.Brain):
+    """Masked-prediction pretraining; logs every ``log_interval`` optimiser steps.
+
+    Reads from hparams: ``lr_scheduler`` (called with the optimiser before each step),
+    ``log_interval``, ``eval_seed`` (fixed masks for validation), ``train_logger``,
+    ``tensorboard_logger``. The model is ``modules.model``.
+    """
+
+    input_keys: tuple[str, ...] = ()
+    """Batch items passed to the model by name (their padded ``data``)."""
+
+    sample_rate = 16000
+
+    def on_fit_start(self):
+        """Recover the checkpoint and start the first logging interval."""
+        super().on_fit_start()
+        self._reset_interval()
+
+    def _reset_interval(self):
+        self.interval = {"loss": 0.0, "batches": 0, "correct": 0, "masked": 0, "audio_s": 0.0}
+        self.interval_start = time.time()
+
+    def model_inputs(self, batch) -> dict:
+        """The model's keyword inputs from ``batch`` (:attr:`input_keys`)."""
+        return {key: getattr(batch, key).data for key in self.input_keys}
+
+    def compute_forward(self, batch, stage):
+        """The model's forward (seeded masks outside training)."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig  # (batch, samples), (batch,)
+        generator = None if stage == sb.Stage.TRAIN else self.eval_generator
+        return self.modules.model(wavs, wav_lens, generator=generator, **self.model_inputs(batch))
+
+    def compute_objectives(self, outputs, batch, stage):
+        """The masked loss; counts correct masked predictions."""
+        self.stage_correct += int(outputs["correct"])
+        self.stage_masked += int(outputs["num_masked"])
+        return outputs["loss"]
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Set the learning rate of the coming optimiser step."""
+        if should_step:
+            self.hparams.lr_scheduler(self.optimizer)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Accumulate interval statistics; log every ``log_interval`` steps."""
+        wavs, wav_lens = batch.sig
+        interval = self.interval
+        interval["loss"] += float(loss.detach())
+        interval["batches"] += 1
+        interval["correct"] += int(outputs["correct"])
+        interval["masked"] += int(outputs["num_masked"])
+        interval["audio_s"] += float(wav_lens.sum()) * wavs.shape[1] / self.sample_rate
+        if should_step and self.optimizer_step % self.hparams.log_interval == 0:
+            self._log_interval()
+
+    def _log_interval(self):
+        interval = self.interval
+        elapsed = max(time.time() - self.interval_start, 1e-9)
+        stats = {
+            "loss": interval["loss"] / max(interval["batches"], 1),
+            "accuracy": interval["correct"] / max(interval["masked"], 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "audio_s_per_s": interval["audio_s"] / elapsed,
+        }
+        # SpeechBrain's loggers run on the main process but broadcast: call them on every rank.
+        self.hparams.train_logger.log_stats(
+            stats_meta={"step": self.optimizer_step}, train_stats=stats
+        )
+        if if_main_process():
+            writer = self.hparams.tensorboard_logger.writer
+            for name, value in stats.items():
+                writer.add_scalar(f"train_step/{name}", value, self.optimizer_step)
+            writer.flush()
+        self._reset_interval()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the accuracy counters; seed evaluation masks."""
+        self.stage_correct = 0
+        self.stage_masked = 0
+        if stage != sb.Stage.TRAIN:  # the same masks and noise at every validation
+            self.eval_generator = torch.Generator(device=self.device).manual_seed(
+                self.hparams.eval_seed
+            )
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the epoch's statistics and checkpoint after validation."""
+        stats = {"loss": stage_loss, "accuracy": self.stage_correct / max(self.stage_masked, 1)}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        meta = {"epoch": epoch, "step": self.optimizer_step}
+        if self.optimizer is not None:
+            meta["lr"] = self.optimizer.param_groups[0]["lr"]
+        for stats_logger in (self.hparams.train_logger, self.hparams.tensorboard_logger):
+            stats_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
+        self.checkpointer.save_and_keep_only(
+            meta={"valid_loss": stage_loss, "step": self.optimizer_step},
+            end_of_epoch=True,
+            num_to_keep=2,
+        )
+
+    def fit_splits(self, datasets, samplers, *, num_workers: int):
+        """``fit`` on the train and valid splits with their dynamic batch samplers."""
+        self.fit(
+            self.hparams.epoch_counter,
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs={"batch_sampler": samplers["train"], "num_workers": num_workers},
+            valid_loader_kwargs={"batch_sampler": samplers["valid"], "num_workers": num_workers},
+        )
+
+
+def evaluation_batches(brain: SSLBrain, dataset, batch_sampler):
+    """A re-iterable of ``(wavs, wav_lens, inputs)`` over ``dataset`` (no DDP sharding)."""
+    loader = sb.dataio.dataloader.make_dataloader(
+        dataset, batch_sampler=batch_sampler, num_workers=brain.hparams.num_workers
+    )
+
+    class _Batches:
+        def __iter__(self):
+            for batch in loader:
+                wavs, wav_lens = batch.sig
+                yield wavs, wav_lens, brain.model_inputs(batch)
+
+    return _Batches()
+
+
+def check_ddp_parameters(model, output_folder: Path) -> None:
+    """All ranks must hold identical parameters; writes ``ddp_check.json`` on rank 0."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    digest = hashlib.sha256()
+    for name, param in sorted(model.state_dict().items()):
+        if isinstance(param, torch.Tensor):
+            digest.update(name.encode())
+            digest.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    digests = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(digests, digest.hexdigest())
+    if if_main_process():
+        check = {"world_size": len(digests), "sha256": digests, "identical": len(set(digests)) == 1}
+        (Path(output_folder) / "ddp_check.json").write_text(json.dumps(check, indent=2) + "\n")
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"model state differs across DDP ranks: {digests}")
+
+
+def write_results(folder, results: dict, *, title: str, description: str) -> str:
+    """Write a proof of learning as ``results.json`` and ``results.md``; returns the table."""
+    from speechbrain_ext.ssl.evaluate import results_markdown
+
+    folder = Path(folder)
+    table = results_markdown(results)
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "results.md").write_text(f"# {title}\n\n{description}\n\n{table}\n")
+    logger.info("results written to %s", folder / "results.md")
+    return table
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then tear the process group down.
+
+    A rank that leaves while gloo's threads still serve the group dies with
+    ``terminate called without an active exception`` (SIGABRT) and the launcher
+    reports the whole run as failed, although every rank finished its work.
+    Not to be called on an exception: the other ranks may never reach the barrier.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def median_throughput(train_log) -> float | None:
+    r"""Median training audio seconds per second over a ``train_log.txt``'s interval lines
+    (None when there is none).
+
+    Example
+    -------
+    >>> log = getfixture("tmp_path") / "train_log.txt"
+    >>> lines = [f"step: {i} - train audio_s_per_s: {v}" for i, v in enumerate([30.0, 10, 20.0])]
+    >>> _ = log.write_text("\n".join(lines))
+    >>> median_throughput(log)
+    20.0
+    """
+    log = Path(train_log)
+    if not log.is_file():
+        return None
+    values = sorted(float(v) for v in re.findall(r"audio_s_per_s: ([0-9.e+-]+)", log.read_text()))
+    return values[len(values) // 2] if values else None
