@@ -1,12 +1,16 @@
-"""Load a pretrained (or randomly initialised) BEST-RQ encoder for downstream use.
+"""Load a pretrained (or randomly initialised) SSL encoder for downstream use.
 
-A BEST-RQ recipe output folder holds everything needed, with no recipe code:
+A BEST-RQ or HuBERT recipe output folder holds everything needed, with no recipe code:
 
-- ``bestrq_model.json``: the keyword arguments of
-  :func:`~speechbrain_ext.ssl.model.build_bestrq_model` (written by
-  :func:`save_model_config` when training starts);
+- ``<framework>_model.json`` (``bestrq_model.json``, ``hubert_model.json``): the keyword
+  arguments of the framework's builder (:func:`~speechbrain_ext.ssl.model.build_bestrq_model`,
+  :func:`~speechbrain_ext.ssl.hubert_model.build_hubert_model`), written by
+  :func:`save_model_config` when training starts;
 - ``save/CKPT+*/model.ckpt``: SpeechBrain checkpoints of the whole model's
   ``state_dict`` (weights, frozen quantizer, feature normalisation statistics).
+
+A HuBERT run keeps one such folder per iteration (``iter1``, ``iter2``...); its output folder
+designates the latest iteration that has a checkpoint.
 
 Example
 -------
@@ -36,35 +40,67 @@ False
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
+from torch import nn
 
-from speechbrain_ext.ssl.model import BestRQEncoder, BestRQModel, build_bestrq_model
+from speechbrain_ext.ssl.hubert_model import build_hubert_model
+from speechbrain_ext.ssl.model import build_bestrq_model
 
 logger = logging.getLogger(__name__)
 
+BUILDERS = {"bestrq": build_bestrq_model, "hubert": build_hubert_model}
+"""SSL framework → the builder whose keyword arguments its config file holds."""
+CONFIG_NAMES = {f"{framework}_model.json": framework for framework in BUILDERS}
 CONFIG_NAME = "bestrq_model.json"
 CHECKPOINT_DIR = "save"
 MODEL_FILE = "model.ckpt"
+ITERATION_FOLDER = re.compile(r"^iter(\d+)$")
 
 
-def save_model_config(model: BestRQModel, folder) -> Path:
-    """Write ``model.config`` to ``<folder>/bestrq_model.json`` and return the path."""
-    path = Path(folder) / CONFIG_NAME
+def save_model_config(model: nn.Module, folder) -> Path:
+    """Write ``model.config`` to ``<folder>/<framework>_model.json`` and return the path."""
+    path = Path(folder) / f"{model.framework}_model.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
     return path
 
 
+def _config_in(folder: Path) -> Path | None:
+    for name in CONFIG_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def latest_iteration(folder) -> Path | None:
+    """The ``iter<N>`` subfolder of a HuBERT run with the highest N that has a checkpoint."""
+    folder = Path(folder)
+    found = []
+    for child in folder.iterdir() if folder.is_dir() else []:
+        match = ITERATION_FOLDER.match(child.name)
+        if match and _config_in(child) and list((child / CHECKPOINT_DIR).glob("CKPT+*")):
+            found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
 def _find_config(start: Path) -> Path:
-    # The output folder itself, or the output folder of <output>/save/CKPT+...
+    # The output folder itself, the output folder of <output>/save/CKPT+..., or the latest
+    # iteration of a HuBERT run.
     for folder in [start, *start.parents][:3]:
-        if (folder / CONFIG_NAME).is_file():
-            return folder / CONFIG_NAME
+        config = _config_in(folder)
+        if config is not None:
+            return config
+    iteration = latest_iteration(start)
+    if iteration is not None:
+        return _config_in(iteration)
+    names = " or ".join(CONFIG_NAMES)
     raise FileNotFoundError(
-        f"no {CONFIG_NAME} in {start} or the two folders above it: is this a BEST-RQ output folder?"
+        f"no {names} in {start} or the two folders above it, and no trained iteration "
+        "folder in it: is this a BEST-RQ or HuBERT output folder?"
     )
 
 
@@ -95,17 +131,17 @@ def resolve_model_files(path) -> tuple[Path, Path]:
         return config, _latest_weights(config.parent)
     if path.suffix == ".ckpt":
         return _find_config(path.parent), path
-    if path.name == CONFIG_NAME or path.suffix in (".yaml", ".yml"):
+    if path.name in CONFIG_NAMES or path.suffix in (".yaml", ".yml"):
         config = _find_config(path.parent)
         return config, _latest_weights(config.parent)
     raise ValueError(
         f"cannot load a model from {path}: expected an output folder, a checkpoint "
-        f"folder, a {MODEL_FILE}, a {CONFIG_NAME} or a hyperparams yaml"
+        f"folder, a {MODEL_FILE}, a {' or '.join(CONFIG_NAMES)} or a hyperparams yaml"
     )
 
 
-def load_bestrq_model(path, *, pretrained: bool = True, map_location="cpu") -> BestRQModel:
-    """The whole BEST-RQ model (encoder, quantizer, head) saved under ``path``.
+def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.Module:
+    """The whole pretraining model (BEST-RQ or HuBERT: encoder and head) saved under ``path``.
 
     With ``pretrained=False`` only the configuration is read and the model keeps
     its random initialisation.
@@ -116,26 +152,31 @@ def load_bestrq_model(path, *, pretrained: bool = True, map_location="cpu") -> B
         path = Path(path)
         config_path = (
             path
-            if path.name == CONFIG_NAME
+            if path.name in CONFIG_NAMES
             else _find_config(path if path.is_dir() else path.parent)
         )
+    framework = CONFIG_NAMES[config_path.name]
     config = json.loads(config_path.read_text())
-    model = build_bestrq_model(**config)
+    model = BUILDERS[framework](**config)
     if pretrained:
         state = torch.load(weights, map_location=map_location)
         model.load_state_dict(state)
-        logger.info("loaded BEST-RQ weights from %s", weights)
+        logger.info("loaded %s weights from %s", framework, weights)
     return model
 
 
-def load_ssl_encoder(path, *, pretrained: bool = True, map_location="cpu") -> BestRQEncoder:
-    """A BEST-RQ encoder for downstream tasks, from a recipe output folder.
+load_bestrq_model = load_ssl_model  # the name it had before HuBERT
+
+
+def load_ssl_encoder(path, *, pretrained: bool = True, map_location="cpu") -> nn.Module:
+    """A BEST-RQ or HuBERT encoder for downstream tasks, from a recipe output folder.
 
     Arguments
     ---------
     path : str or Path
-        The recipe output folder (its latest checkpoint is used), a checkpoint
-        folder or file inside it, its ``bestrq_model.json`` or ``hyperparams.yaml``.
+        The recipe output folder (its latest checkpoint is used; for HuBERT, of its latest
+        trained iteration), a checkpoint folder or file inside it, its model json or
+        ``hyperparams.yaml``.
     pretrained : bool
         False builds the same configuration with random weights (the "random
         encoder" baseline).
@@ -144,10 +185,10 @@ def load_ssl_encoder(path, *, pretrained: bool = True, map_location="cpu") -> Be
 
     Returns
     -------
-    BestRQEncoder
+    BestRQEncoder or HubertEncoder
         In eval mode; ``forward(wavs, wav_lens) -> list[Tensor]`` gives every
         representation (batch, frames, hidden_size), the front end's first, and it
         has attributes ``num_layers``, ``hidden_size`` and ``downsample_rate``.
     """
-    model = load_bestrq_model(path, pretrained=pretrained, map_location=map_location)
+    model = load_ssl_model(path, pretrained=pretrained, map_location=map_location)
     return model.encoder.eval()
