@@ -10,5 +10,5 @@ Commands (``python -m speechbrain_ext.bench ...``):
 Library parts: :mod:`.flops` (:class:`~.flops.CostCounter`, :class:`~.flops.BitWidths`,
 :func:`~.flops.storage_bytes`), :mod:`.memory` (fresh-process time and peak memory),
 :mod:`.baselines` (SpeechBrain's shipped mixers and Conformer behind our interfaces),
-:mod:`.waveform` (HuBERT's waveform CNN front end), :mod:`.tables` and :mod:`.plots`.
+:mod:`.tables` and :mod:`.plots`.
 """

@@ -22,7 +22,7 @@ What is counted (:mod:`.flops`; REFERENCE.md §6):
 
 Models: Study A presets (``hubert_base_transformer``, ``conformer_s``, ``squeezeformer_xs``,
 ``sparseformer_dn_s``, ``sparseformer_sw_s``) are profiled inside HuBERT's waveform CNN front end
-(:mod:`.waveform`); ``bestrq_*`` presets as the whole BEST-RQ encoder (fbank features, conv front
+(the HuBERT recipe's :class:`~speechbrain_ext.ssl.hubert_model.HubertEncoder`); ``bestrq_*`` presets as the whole BEST-RQ encoder (fbank features, conv front
 end, encoder; no pretraining head); other presets/kinds and ``--frontend none`` as the encoder
 alone on (1, frames, d_model) input. A file may be a recipe yaml (an ``nn.Module`` under
 ``model`` or ``encoder``, at the top or in SpeechBrain's ``modules``; ``!PLACEHOLDER`` keys are
@@ -70,7 +70,7 @@ STUDY_A_PRESETS = (
 #: Layers left FP32 in Study A's W1A1 rows: the waveform CNN. The paper's W1A1 rows keep
 #: 7.2-11.8 GFLOP of floating-point work, nearly the same for every encoder, which fits a
 #: full-precision front end; ``--keep-fp32`` (nothing) binarizes it too.
-STUDY_A_KEEP_FP32 = ("frontend.convs.*",)
+STUDY_A_KEEP_FP32 = ("front_end.extractor.*",)
 
 #: Study A (arXiv 2311.02772), Table 1: (storage MB, FLOP G, BOP_NonQ G, BOP_BQ G,
 #: NVDA_Est_Time 1e-4 s) per preset and precision ("FP32", "W1A1"); None where the paper has "-".
@@ -186,14 +186,12 @@ def build_profile_target(
             f"the hubert front end needs num_layers, d_model and nhead for {name!r}; "
             "profile a preset, or pass --frontend none"
         )
-    encoder = build_encoder(name, dropout=0.0)
-    if frontend == "hubert":
-        from speechbrain_ext.bench.waveform import HubertWaveformFrontEnd, WaveformModel
+    if frontend == "hubert":  # the encoder of the HuBERT recipe's own model
+        from speechbrain_ext.ssl.hubert_model import build_hubert_model
 
-        model = WaveformModel(
-            frontend=HubertWaveformFrontEnd(d_model=encoder.d_model), encoder=encoder
-        )
-        return model, (torch.randn(1, num_samples),)
+        model = build_hubert_model(name, dropout=0.0, input_dropout=0.0).encoder
+        return model, (torch.randn(1, num_samples), torch.ones(1))
+    encoder = build_encoder(name, dropout=0.0)
     if frontend != "none":
         raise ValueError(f"unknown frontend {frontend!r}; valid: auto, hubert, bestrq, none")
     rate = frame_rate or (25.0 if name.startswith("bestrq_") else 50.0)
