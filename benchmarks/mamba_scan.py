@@ -1,14 +1,20 @@
-"""CPU benchmark of Mamba's selective scan: our chunked scan vs our sequential reference vs mambapy.
+"""CPU benchmark of Mamba's selective scan: our fused C++ kernel vs our chunked PyTorch scan vs our
+sequential reference vs mambapy.
 
 Times the forward pass (under ``no_grad``) and forward + backward of
 
-- ``chunked``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan` (the mixer's CPU path),
+- ``fused``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan_fused_cpu` (the mixer's CPU
+  path; left out when the kernel does not build),
+- ``chunked``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan_chunked` (the
+  pure-PyTorch fallback),
 - ``reference``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan_reference` (a loop
   over time with autograd),
 - ``mambapy``: ``mambapy``'s pure-PyTorch Blelloch parallel scan (``MambaBlock.selective_scan``),
 
 on random inputs shaped like one Mamba direction of Study B's base model (d_model 474, so
-d_inner 948, d_state 16). Writes ``mamba_scan_cpu.csv`` and ``mamba_scan_cpu.md`` (median times,
+d_inner 948, d_state 16). The methods are timed in turns in one process (one run of each, then the
+next round), so load from other processes on a shared machine hits them alike; the medians are
+reported. Writes ``mamba_scan_cpu.csv`` and ``mamba_scan_cpu.md`` (median times,
 ratios to ``chunked``, extra peak resident memory) to ``--out``. Peak memory is measured in a
 fresh subprocess per cell (``resource.getrusage`` high-water mark after the run minus before it).
 
@@ -32,11 +38,13 @@ import torch
 
 from speechbrain_ext.nnet.selective_scan import (
     DEFAULT_CHUNK_SIZE,
-    selective_scan,
+    fused_cpu_scan_available,
+    selective_scan_chunked,
+    selective_scan_fused_cpu,
     selective_scan_reference,
 )
 
-METHODS = ("chunked", "reference", "mambapy")
+METHODS = ("fused", "chunked", "reference", "mambapy")
 MODES = ("forward", "forward_backward")
 
 
@@ -49,8 +57,10 @@ def mambapy_scan(x, delta, A, B, C, D):
 
 def scan_function(method: str, chunk_size: int):
     """The callable ``(x, delta, A, B, C, D) -> y`` for ``method``."""
+    if method == "fused":
+        return lambda *inputs: selective_scan_fused_cpu(*inputs, chunk_size=chunk_size)
     if method == "chunked":
-        return lambda *inputs: selective_scan(*inputs, chunk_size=chunk_size)
+        return lambda *inputs: selective_scan_chunked(*inputs, chunk_size=chunk_size)
     if method == "reference":
         return selective_scan_reference
     if method == "mambapy":
@@ -84,14 +94,18 @@ def run_once(function, inputs, mode: str) -> torch.Tensor:
     return y.detach()
 
 
-def time_cell(function, inputs, mode: str, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` runs after one warm-up."""
-    run_once(function, inputs, mode)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_cells(functions: dict, inputs, mode: str, repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of ``repeats`` rounds, each running every function once in turn, after
+    one warm-up run of each.
+    """
+    for function in functions.values():
         run_once(function, inputs, mode)
-        times.append(time.perf_counter() - start)
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            run_once(function, inputs, mode)
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -166,13 +180,15 @@ def write_markdown(path: Path, rows: list[dict], args) -> None:
     except OSError:
         pass
     lines = [
-        "# Selective scan on CPU: chunked vs sequential reference vs mambapy",
+        "# Selective scan on CPU: fused C++ kernel vs chunked PyTorch vs reference vs mambapy",
         "",
         f"d_model {args.d_model} (d_inner {2 * args.d_model}), d_state {args.d_state}, "
         f"batch {args.batch}, chunk_size {args.chunk_size}, fp32, "
         f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, {cpu}.",
-        f"Median of {args.repeats} runs after a warm-up; 'x' = time / chunked time; "
+        f"Median of {args.repeats} runs after a warm-up, the methods timed in turns in one process "
+        "(a shared machine: other engineers' jobs ran alongside); 'x' = time / chunked time; "
         "memory = extra peak RSS of one run in a fresh process.",
+        "Command: `" + " ".join(["python benchmarks/mamba_scan.py", *args.argv]) + "`",
         "",
         "| T | mode | "
         + " | ".join(f"{m} s (x)" for m in METHODS)
@@ -191,7 +207,7 @@ def write_markdown(path: Path, rows: list[dict], args) -> None:
                     times.append("n/a")
                     memory.append("n/a")
                     continue
-                times.append(f"{row['median_s']:.4f} ({row['ratio_to_chunked']:.1f})")
+                times.append(f"{row['median_s']:.4f} ({row['ratio_to_chunked']:.2f})")
                 mb = row["extra_peak_rss_mb"]
                 memory.append("n/a" if mb == "" else f"{mb:.0f}")
             lines.append(f"| {length} | {mode} | " + " | ".join(times + memory) + " |")
@@ -219,6 +235,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--_measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._measure:
@@ -229,20 +246,22 @@ def main(argv=None) -> list[dict]:
         args.chunk_size = min(args.chunk_size, 8)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    methods = [m for m in METHODS if m != "fused" or fused_cpu_scan_available(args.d_state)]
     for length in args.lengths:
         inputs = make_inputs(
             batch=args.batch, length=length, d_inner=2 * args.d_model, d_state=args.d_state
         )
         for mode in MODES:
-            outputs, medians = {}, {}
-            for method in METHODS:
-                slow = mode == "forward_backward" and length > args.reference_max_length
-                if method == "reference" and slow:
-                    continue
-                function = scan_function(method, args.chunk_size)
-                times = time_cell(function, inputs, mode, args.repeats)
-                outputs[method] = run_once(function, inputs, mode)
-                medians[method] = statistics.median(times)
+            slow = mode == "forward_backward" and length > args.reference_max_length
+            functions = {
+                method: scan_function(method, args.chunk_size)
+                for method in methods
+                if not (method == "reference" and slow)
+            }
+            times = time_cells(functions, inputs, mode, args.repeats)
+            outputs = {name: run_once(f, inputs, mode) for name, f in functions.items()}
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            for method in functions:
                 memory = "" if args.no_memory else measure_memory(args, method, length, mode)
                 rows.append(
                     {
@@ -256,7 +275,7 @@ def main(argv=None) -> list[dict]:
                         "chunk_size": args.chunk_size,
                         "threads": torch.get_num_threads(),
                         "median_s": medians[method],
-                        "min_s": min(times),
+                        "min_s": min(times[method]),
                         "ratio_to_chunked": medians[method] / medians["chunked"],
                         "max_abs_diff_to_chunked": float(
                             (outputs[method] - outputs["chunked"]).abs().max()
@@ -266,7 +285,7 @@ def main(argv=None) -> list[dict]:
                 )
                 print(
                     f"T={length:5d} {mode:16s} {method:9s} {medians[method]:.4f} s "
-                    f"(x{medians[method] / medians['chunked']:.1f})"
+                    f"(x{medians[method] / medians['chunked']:.2f})"
                     + ("" if memory == "" else f" {memory:.0f} MB"),
                     flush=True,
                 )
