@@ -345,7 +345,7 @@ def assert_agree(function, oracle, inputs, *, atol=1e-5, rtol=1e-5):
     y_want, g_want = outputs_and_grads(oracle, inputs, weight)
     y, g = outputs_and_grads(function, inputs, weight)
     torch.testing.assert_close(y, y_want, atol=atol, rtol=rtol)
-    names = "x delta A B C D z".split()
+    names = "x delta A B C D z delta_bias".split()
     for name, got, want in zip(names, g, g_want):
         torch.testing.assert_close(
             got, want, atol=atol, rtol=rtol, msg=lambda text, name=name: f"{name}: {text}"
@@ -380,6 +380,26 @@ def test_fused_scan_matches_reference(
     oracle = split(lambda *t, **kw: selective_scan_reference(*t, **kw))
     kernel = split(lambda *t, **kw: selective_scan_fused_cpu(*t, chunk_size=chunk_size, **kw))
     assert_agree(kernel, oracle, inputs)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_scan_delta_bias_and_softplus(fused_kernel, reverse):
+    # Δ = softplus(raw + bias) inside the kernel, raw spanning the softplus' whole range.
+    x, _, A, B, C, D = scan_inputs(2, 29, 21, 16)
+    raw = (4 * torch.randn(2, 29, 21) - 3).requires_grad_()
+    bias = torch.randn(21, requires_grad=True)
+    z = torch.randn(2, 29, 21, requires_grad=True)
+    inputs = [x, raw, A, B, C, D, z, bias]
+
+    def call(scan):
+        def run(x, raw, A, B, C, D, z, bias):
+            options = {"z": z, "reverse": reverse, "delta_bias": bias, "delta_softplus": True}
+            return scan(x, raw, A, B, C, D, **options)
+
+        return run
+
+    assert_agree(call(selective_scan_fused_cpu), call(selective_scan_reference), inputs)
+    assert_agree(call(selective_scan_chunked), call(selective_scan_reference), inputs)
 
 
 def test_fused_scan_long_sequences(fused_kernel):

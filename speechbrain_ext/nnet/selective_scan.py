@@ -64,7 +64,17 @@ the smaller keeps the buffers in cache."""
 _LOG2_E = 1.0 / math.log(2.0)
 
 
-def _check_shapes(x, delta, A, B, C, D, z=None) -> None:
+def _step_sizes(delta, delta_bias, delta_softplus):
+    """Δ from the raw ``delta``: plus ``delta_bias``, through a softplus if asked (in fp32)."""
+    if delta_bias is None and not delta_softplus:
+        return delta
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _check_shapes(x, delta, A, B, C, D, z=None, delta_bias=None) -> None:
     """Raise ``ValueError`` naming the first argument whose shape does not fit."""
     if x.dim() != 3:
         raise ValueError(f"x must be (batch, time, d_inner), got shape {tuple(x.shape)}")
@@ -84,9 +94,13 @@ def _check_shapes(x, delta, A, B, C, D, z=None) -> None:
         raise ValueError(f"D must be (d_inner,) = ({d_inner},), got {tuple(D.shape)}")
     if z is not None and z.shape != x.shape:
         raise ValueError(f"z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
+    if delta_bias is not None and delta_bias.shape != (d_inner,):
+        raise ValueError(f"delta_bias must be (d_inner,) = ({d_inner},), got {delta_bias.shape}")
 
 
-def selective_scan_reference(x, delta, A, B, C, D=None, *, z=None, reverse=False):
+def selective_scan_reference(
+    x, delta, A, B, C, D=None, *, z=None, reverse=False, delta_bias=None, delta_softplus=False
+):
     """The selective scan as a plain loop over time (autograd through every step).
 
     Arguments
@@ -103,6 +117,10 @@ def selective_scan_reference(x, delta, A, B, C, D=None, *, z=None, reverse=False
         Skip connection (d_inner,).
     z : torch.Tensor or None
         Gate (batch, time, d_inner): the output is multiplied by SiLU(z).
+    delta_bias : torch.Tensor or None
+        (d_inner,) added to ``delta`` first.
+    delta_softplus : bool
+        Use ``softplus(delta + delta_bias)`` as Δ (the mixer passes ``dt_proj``'s raw output).
     reverse : bool
         Run the recurrence from the last frame to the first (``flip(scan(flip(inputs)))``).
 
@@ -120,8 +138,9 @@ def selective_scan_reference(x, delta, A, B, C, D=None, *, z=None, reverse=False
     >>> y.flatten().tolist()  # A = 0: h_t = t
     [1.0, 2.0, 3.0]
     """
-    _check_shapes(x, delta, A, B, C, D, z)
+    _check_shapes(x, delta, A, B, C, D, z, delta_bias)
     dtype = x.dtype
+    delta = _step_sizes(delta, delta_bias, delta_softplus)
     if reverse:
         flipped = selective_scan_reference(
             x.flip(1), delta.flip(1), A, B.flip(1), C.flip(1), D, z=None if z is None else z.flip(1)
@@ -241,7 +260,18 @@ def _chunk_states(x, delta, A2, B, begin, end, h0, decay, states) -> None:
 
 
 def selective_scan_chunked(
-    x, delta, A, B, C, D=None, *, z=None, reverse=False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    *,
+    z=None,
+    reverse=False,
+    delta_bias=None,
+    delta_softplus=False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ):
     """The selective scan in pure PyTorch, chunked (memory bounded, exact; see the module
     docstring). Any device; the fallback of :func:`selective_scan` on the CPU.
@@ -260,6 +290,10 @@ def selective_scan_chunked(
         Skip connection (d_inner,).
     z : torch.Tensor or None
         Gate (batch, time, d_inner): the output is multiplied by SiLU(z).
+    delta_bias : torch.Tensor or None
+        (d_inner,) added to ``delta`` first.
+    delta_softplus : bool
+        Use ``softplus(delta + delta_bias)`` as Δ (the mixer passes ``dt_proj``'s raw output).
     reverse : bool
         Run the recurrence from the last frame to the first.
     chunk_size : int
@@ -279,12 +313,13 @@ def selective_scan_chunked(
     >>> y.flatten().tolist()
     [1.0, 2.0, 3.0]
     """
-    _check_shapes(x, delta, A, B, C, D, z)
+    _check_shapes(x, delta, A, B, C, D, z, delta_bias)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dtype = x.dtype
     if x.shape[1] == 0:
         return x.new_zeros(x.shape)
+    delta = _step_sizes(delta, delta_bias, delta_softplus)
     if reverse:
         x, delta, B, C = (t.flip(1) for t in (x, delta, B, C))
     with torch.autocast(x.device.type, enabled=False):  # the einsums must not drop to bf16
@@ -316,7 +351,9 @@ class _FusedCPUScan(torch.autograd.Function):
     """The C++ scan of :mod:`speechbrain_ext.nnet.cpu_kernels`, forward and backward."""
 
     @staticmethod
-    def forward(ctx, kernel, x, delta, A, B, C, D, z, reverse, chunk_size, save):
+    def forward(
+        ctx, kernel, x, delta, A, B, C, D, z, delta_bias, softplus, reverse, chunk_size, save
+    ):
         # x, delta, z (batch, time, d_inner); A (d_inner, d_state); B, C (batch, time, d_state)
         batch, time, d_inner = x.shape
         d_state = A.shape[1]
@@ -331,6 +368,8 @@ class _FusedCPUScan(torch.autograd.Function):
             *_view_args(C),
             A.data_ptr(),
             0 if D is None else D.data_ptr(),
+            0 if delta_bias is None else delta_bias.data_ptr(),
+            softplus,
             y.data_ptr(),
             0 if starts is None else starts.data_ptr(),
             batch,
@@ -343,13 +382,14 @@ class _FusedCPUScan(torch.autograd.Function):
         )
         ctx.kernel, ctx.reverse, ctx.chunk_size = kernel, reverse, chunk_size
         ctx.has_D, ctx.has_z = D is not None, z is not None
+        ctx.has_bias, ctx.softplus = delta_bias is not None, softplus
         if save:
-            ctx.save_for_backward(x, delta, A, B, C, D, z, starts)
+            ctx.save_for_backward(x, delta, A, B, C, D, z, delta_bias, starts)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, delta, A, B, C, D, z, starts = ctx.saved_tensors
+        x, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
         batch, time, d_inner = x.shape
         d_state = A.shape[1]
         grad_y = _kernel_layout(grad_y)
@@ -368,6 +408,8 @@ class _FusedCPUScan(torch.autograd.Function):
             *_view_args(C),
             A.data_ptr(),
             0 if D is None else D.data_ptr(),
+            0 if delta_bias is None else delta_bias.data_ptr(),
+            ctx.softplus,
             starts.data_ptr(),
             *_view_args(grad_y),
             *_view_args(grad_x),
@@ -386,7 +428,22 @@ class _FusedCPUScan(torch.autograd.Function):
             threads,
         )
         grad_B, grad_C = grad_B.sum(0), grad_C.sum(0)
-        return None, grad_x, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, None, None, None
+        grad_bias = grad_delta.sum((0, 1)) if ctx.has_bias else None  # Δ's bias: summed
+        return (
+            None,
+            grad_x,
+            grad_delta,
+            grad_A,
+            grad_B,
+            grad_C,
+            grad_D,
+            grad_z,
+            grad_bias,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def fused_cpu_scan_available(d_state: int = 16) -> bool:
@@ -396,7 +453,18 @@ def fused_cpu_scan_available(d_state: int = 16) -> bool:
 
 
 def selective_scan_fused_cpu(
-    x, delta, A, B, C, D=None, *, z=None, reverse=False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    *,
+    z=None,
+    reverse=False,
+    delta_bias=None,
+    delta_softplus=False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ):
     """The selective scan on the fused C++ kernel (CPU tensors; raises if it is unavailable).
 
@@ -415,10 +483,10 @@ def selective_scan_fused_cpu(
     >>> y.flatten().tolist()  # doctest: +SKIP
     [1.0, 2.0, 3.0]
     """
-    _check_shapes(x, delta, A, B, C, D, z)
+    _check_shapes(x, delta, A, B, C, D, z, delta_bias)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    tensors = [t for t in (x, delta, A, B, C, D, z) if t is not None]
+    tensors = [t for t in (x, delta, A, B, C, D, z, delta_bias) if t is not None]
     if any(t.device.type != "cpu" for t in tensors):
         raise ValueError("selective_scan_fused_cpu: every tensor must be on the CPU")
     kernel = cpu_kernels.selective_scan_cpu_kernel()
@@ -438,12 +506,38 @@ def selective_scan_fused_cpu(
         A = A.float().contiguous()
         D = None if D is None else D.float().contiguous()
         z = None if z is None else _kernel_layout(z)
-        y = _FusedCPUScan.apply(kernel, x, delta, A, B, C, D, z, bool(reverse), chunk_size, save)
+        bias = None if delta_bias is None else delta_bias.float().contiguous()
+        y = _FusedCPUScan.apply(
+            kernel,
+            x,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            z,
+            bias,
+            bool(delta_softplus),
+            bool(reverse),
+            chunk_size,
+            save,
+        )
     return y.to(dtype)
 
 
 def selective_scan(
-    x, delta, A, B, C, D=None, *, z=None, reverse=False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    *,
+    z=None,
+    reverse=False,
+    delta_bias=None,
+    delta_softplus=False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ):
     """The selective scan: the fused C++ kernel for CPU tensors when it builds, else the chunked
     pure-PyTorch scan (other devices, or the kernel unavailable or disabled).
@@ -462,6 +556,10 @@ def selective_scan(
         Skip connection (d_inner,).
     z : torch.Tensor or None
         Gate (batch, time, d_inner): the output is multiplied by SiLU(z).
+    delta_bias : torch.Tensor or None
+        (d_inner,) added to ``delta`` first.
+    delta_softplus : bool
+        Use ``softplus(delta + delta_bias)`` as Δ (the mixer passes ``dt_proj``'s raw output).
     reverse : bool
         Run the recurrence from the last frame to the first.
     chunk_size : int
@@ -485,4 +583,16 @@ def selective_scan(
         scan = selective_scan_fused_cpu
     else:
         scan = selective_scan_chunked
-    return scan(x, delta, A, B, C, D, z=z, reverse=reverse, chunk_size=chunk_size)
+    return scan(
+        x,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z=z,
+        reverse=reverse,
+        delta_bias=delta_bias,
+        delta_softplus=delta_softplus,
+        chunk_size=chunk_size,
+    )

@@ -222,10 +222,21 @@ class MambaBlock(nn.Module):
             suffix_padding_lengths(key_padding_mask)  # padding after the valid frames only
             x = zero_padded(x, key_padding_mask)  # the state stays 0 until the utterance's end
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt).float())  # (batch, time, d_inner)
+        # Δ = softplus(dt_proj(dt)): the bias and the softplus are applied inside the scan
+        delta = F.linear(dt, self.dt_proj.weight)  # (batch, time, d_inner)
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
         y = selective_scan(  # (C·h + D x) · SiLU(z), gated inside the scan
-            x, delta, A, B, C, self.D, z=z, reverse=reverse, chunk_size=self.chunk_size
+            x,
+            delta,
+            A,
+            B,
+            C,
+            self.D,
+            z=z,
+            reverse=reverse,
+            delta_bias=self.dt_proj.bias,
+            delta_softplus=True,
+            chunk_size=self.chunk_size,
         )
         return self.out_proj(y)
 
