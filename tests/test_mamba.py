@@ -308,6 +308,17 @@ def test_benchmark_quick_run(tmp_path):
     assert benchmark.measure_memory(args, "chunked", 16, "forward_backward") >= 0.0
 
 
+def test_benchmark_layers_quick_run(tmp_path):
+    benchmark = load_benchmark()
+    rows = benchmark.main(["--layers", "--quick", "--out", str(tmp_path)])
+    layers = {row["layer"] for row in rows}
+    assert {"mamba", "mamba_chunked", "mhsa"} <= layers
+    assert all(row["median_s"] > 0 for row in rows)
+    assert all(row["ratio_to_mhsa"] == 1.0 for row in rows if row["layer"] == "mhsa")
+    table = (tmp_path / "mamba_layer_cpu.md").read_text()
+    assert "| 45 | " in table and "mamba_chunked ms (x mhsa)" in table
+
+
 def test_chunked_scan_stays_fp32_under_autocast():
     inputs = scan_inputs(1, 30, 6, 4)
     weight = torch.randn(1, 30, 6)
