@@ -1,4 +1,5 @@
-"""Mamba's selective scan in pure PyTorch: a sequential reference and a fast chunked path.
+"""Mamba's selective scan: a sequential reference, a chunked pure-PyTorch path and a fused C++
+kernel for the CPU.
 
 The scan (Gu & Dao, 2023), per channel ``d`` and state ``n``::
 
@@ -10,7 +11,15 @@ with ``x``, ``Δ`` (batch, time, d_inner), ``A`` (d_inner, d_state), ``B``, ``C`
 
 :func:`selective_scan_reference` loops over time with autograd: slow, obviously right.
 
-:func:`selective_scan` is the fast path, a ``torch.autograd.Function`` that walks the sequence in
+:func:`selective_scan` is what the mixer calls: for CPU tensors :func:`selective_scan_fused_cpu`
+(the C++ kernel of ``csrc/selective_scan_cpu.cpp``, built on first use by
+:mod:`speechbrain_ext.nnet.cpu_kernels`; OpenMP over batch × 16-channel blocks, each block's
+states in registers, only y written, the backward pass recomputing each chunk's states from a
+saved one; it also applies Δ's bias and softplus, the D skip and the SiLU(z) gate), and
+:func:`selective_scan_chunked` elsewhere or when the kernel does not build (one warning) or is
+disabled (``SPEECHBRAIN_EXT_NO_CPU_KERNELS=1``).
+
+:func:`selective_scan_chunked` is a ``torch.autograd.Function`` that walks the sequence in
 chunks of ``chunk_size`` frames. Per chunk, the decays ``exp(Δ A)``, the inputs ``Δ B x`` and the
 outputs ``C · h`` are computed for the whole chunk at once (vectorised, in preallocated buffers
 that stay in cache), and only the recurrence itself, one fused ``addcmul`` per frame, is
@@ -37,7 +46,7 @@ Example
 >>> x, delta = torch.randn(2, 37, 8), torch.rand(2, 37, 8)
 >>> A = -torch.arange(1.0, 5.0).repeat(8, 1)
 >>> B, C, D = torch.randn(2, 37, 4), torch.randn(2, 37, 4), torch.ones(8)
->>> fast = selective_scan(x, delta, A, B, C, D, chunk_size=16)
+>>> fast = selective_scan_chunked(x, delta, A, B, C, D, chunk_size=16)
 >>> slow = selective_scan_reference(x, delta, A, B, C, D)
 >>> fast.shape, torch.allclose(fast, slow, atol=1e-5)
 (torch.Size([2, 37, 8]), True)
