@@ -1,20 +1,32 @@
-"""CPU benchmark of Mamba's selective scan: our chunked scan vs our sequential reference vs mambapy.
+"""CPU benchmark of Mamba's selective scan: our fused C++ kernel vs our chunked PyTorch scan vs our
+sequential reference vs mambapy.
 
 Times the forward pass (under ``no_grad``) and forward + backward of
 
-- ``chunked``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan` (the mixer's CPU path),
+- ``fused``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan_fused_cpu` (the mixer's CPU
+  path; left out when the kernel does not build),
+- ``chunked``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan_chunked` (the
+  pure-PyTorch fallback),
 - ``reference``: :func:`speechbrain_ext.nnet.selective_scan.selective_scan_reference` (a loop
   over time with autograd),
 - ``mambapy``: ``mambapy``'s pure-PyTorch Blelloch parallel scan (``MambaBlock.selective_scan``),
 
 on random inputs shaped like one Mamba direction of Study B's base model (d_model 474, so
-d_inner 948, d_state 16). Writes ``mamba_scan_cpu.csv`` and ``mamba_scan_cpu.md`` (median times,
+d_inner 948, d_state 16). The methods are timed in turns in one process (one run of each, then the
+next round), so load from other processes on a shared machine hits them alike; the medians are
+reported. Writes ``mamba_scan_cpu.csv`` and ``mamba_scan_cpu.md`` (median times,
 ratios to ``chunked``, extra peak resident memory) to ``--out``. Peak memory is measured in a
 fresh subprocess per cell (``resource.getrusage`` high-water mark after the run minus before it).
+
+``--layers`` instead times whole one-layer mixers in turns in one process (``no_grad`` forward,
+batch 1, d_model 576 by default): ``mamba`` on the fused kernel, ``mamba`` forced onto the
+chunked PyTorch scan (``set_cpu_kernels_enabled(False)``), mambapy's bidirectional pair of
+``MambaBlock`` (parallel scan) and our fused ``mhsa``; it writes ``mamba_layer_cpu.{csv,md}``.
 
 Usage::
 
     python benchmarks/mamba_scan.py                 # full run, a few minutes
+    python benchmarks/mamba_scan.py --layers --threads 1 --repeats 7   # one layer, vs mhsa
     python benchmarks/mamba_scan.py --quick --out /tmp/bench   # smoke run, seconds
 """
 
@@ -32,11 +44,13 @@ import torch
 
 from speechbrain_ext.nnet.selective_scan import (
     DEFAULT_CHUNK_SIZE,
-    selective_scan,
+    fused_cpu_scan_available,
+    selective_scan_chunked,
+    selective_scan_fused_cpu,
     selective_scan_reference,
 )
 
-METHODS = ("chunked", "reference", "mambapy")
+METHODS = ("fused", "chunked", "reference", "mambapy")
 MODES = ("forward", "forward_backward")
 
 
@@ -49,8 +63,10 @@ def mambapy_scan(x, delta, A, B, C, D):
 
 def scan_function(method: str, chunk_size: int):
     """The callable ``(x, delta, A, B, C, D) -> y`` for ``method``."""
+    if method == "fused":
+        return lambda *inputs: selective_scan_fused_cpu(*inputs, chunk_size=chunk_size)
     if method == "chunked":
-        return lambda *inputs: selective_scan(*inputs, chunk_size=chunk_size)
+        return lambda *inputs: selective_scan_chunked(*inputs, chunk_size=chunk_size)
     if method == "reference":
         return selective_scan_reference
     if method == "mambapy":
@@ -84,15 +100,132 @@ def run_once(function, inputs, mode: str) -> torch.Tensor:
     return y.detach()
 
 
-def time_cell(function, inputs, mode: str, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` runs after one warm-up."""
-    run_once(function, inputs, mode)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_cells(functions: dict, inputs, mode: str, repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of ``repeats`` rounds, each running every function once in turn, after
+    one warm-up run of each.
+    """
+    for function in functions.values():
         run_once(function, inputs, mode)
-        times.append(time.perf_counter() - start)
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            run_once(function, inputs, mode)
+            times[name].append(time.perf_counter() - start)
     return times
+
+
+LAYERS = ("mamba", "mamba_chunked", "mambapy", "mhsa")
+
+
+def build_layers(d_model: int, nhead: int, d_state: int) -> dict:
+    """``name -> callable(x)`` for every entry of :data:`LAYERS` (mambapy when installed)."""
+    from speechbrain_ext.nnet import cpu_kernels
+    from speechbrain_ext.nnet.mixers import build_mixer
+
+    torch.manual_seed(0)
+    mamba = build_mixer("mamba", d_model=d_model, nhead=nhead, d_state=d_state).eval()
+    mhsa = build_mixer("mhsa", d_model=d_model, nhead=nhead).eval()
+
+    def chunked(x):
+        cpu_kernels.set_cpu_kernels_enabled(False)
+        try:
+            return mamba(x)
+        finally:
+            cpu_kernels.set_cpu_kernels_enabled(None)
+
+    layers = {"mamba": mamba, "mamba_chunked": chunked, "mhsa": mhsa}
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError:
+        return layers
+    config = MambaConfig(d_model=d_model, n_layers=1, d_state=d_state, pscan=True)
+    forward_block, backward_block = MambaBlock(config).eval(), MambaBlock(config).eval()
+    layers["mambapy"] = lambda x: forward_block(x) + backward_block(x.flip(1)).flip(1)
+    return layers
+
+
+def run_layers(args) -> list[dict]:
+    """One-layer timings, every layer once per round (see the module docstring)."""
+    layers = build_layers(args.d_model, args.nhead, args.d_state)
+    names = [name for name in LAYERS if name in layers]
+    rows = []
+    for length in args.lengths:
+        x = torch.randn(args.batch, length, args.d_model)
+        with torch.no_grad():
+            for name in names:
+                layers[name](x)  # warm-up
+            times = {name: [] for name in names}
+            for _ in range(args.repeats):
+                for name in names:
+                    start = time.perf_counter()
+                    layers[name](x)
+                    times[name].append(time.perf_counter() - start)
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        for name in names:
+            rows.append(
+                {
+                    "layer": name,
+                    "d_model": args.d_model,
+                    "d_state": args.d_state,
+                    "batch": args.batch,
+                    "length": length,
+                    "threads": torch.get_num_threads(),
+                    "median_s": medians[name],
+                    "min_s": min(times[name]),
+                    "ratio_to_mhsa": medians[name] / medians["mhsa"],
+                    "ratio_to_mamba": medians[name] / medians["mamba"],
+                }
+            )
+            print(
+                f"T={length:5d} {name:14s} {medians[name] * 1000:8.1f} ms "
+                f"(x{medians[name] / medians['mhsa']:.2f} of mhsa)",
+                flush=True,
+            )
+    write_csv(args.out / "mamba_layer_cpu.csv", rows)
+    lines = [
+        "# One mixer layer on CPU: Mamba (fused scan / chunked scan / mambapy) vs fused MHSA",
+        "",
+        f"d_model {args.d_model}, {args.nhead} heads (mhsa), d_state {args.d_state}, batch "
+        f"{args.batch}, fp32, no_grad forward, {torch.get_num_threads()} thread(s), "
+        f"torch {torch.__version__}, {cpu_name()}.",
+        f"Median of {args.repeats} rounds after a warm-up; in each round every layer runs once, in "
+        "turn, in one process (a shared machine: other engineers' jobs ran alongside, so load "
+        "hits all layers alike). 'x mhsa' = time / mhsa time.",
+        "Command: `" + " ".join(["python benchmarks/mamba_scan.py", *args.argv]) + "`",
+        "",
+        "| T | " + " | ".join(f"{name} ms (x mhsa)" for name in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    cells = {(r["length"], r["layer"]): r for r in rows}
+    for length in args.lengths:
+        values = [cells[(length, name)] for name in names]
+        lines.append(
+            f"| {length} | "
+            + " | ".join(f"{r['median_s'] * 1000:.1f} ({r['ratio_to_mhsa']:.2f})" for r in values)
+            + " |"
+        )
+    (args.out / "mamba_layer_cpu.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'mamba_layer_cpu.csv'} and .md")
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (else the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _status_mb(field: str) -> float:
@@ -157,22 +290,17 @@ def _measure_child(args) -> None:
 
 def write_markdown(path: Path, rows: list[dict], args) -> None:
     """One table: per length and mode, each method's median time and its ratio to chunked."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     lines = [
-        "# Selective scan on CPU: chunked vs sequential reference vs mambapy",
+        "# Selective scan on CPU: fused C++ kernel vs chunked PyTorch vs reference vs mambapy",
         "",
         f"d_model {args.d_model} (d_inner {2 * args.d_model}), d_state {args.d_state}, "
         f"batch {args.batch}, chunk_size {args.chunk_size}, fp32, "
         f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, {cpu}.",
-        f"Median of {args.repeats} runs after a warm-up; 'x' = time / chunked time; "
+        f"Median of {args.repeats} runs after a warm-up, the methods timed in turns in one process "
+        "(a shared machine: other engineers' jobs ran alongside); 'x' = time / chunked time; "
         "memory = extra peak RSS of one run in a fresh process.",
+        "Command: `" + " ".join(["python benchmarks/mamba_scan.py", *args.argv]) + "`",
         "",
         "| T | mode | "
         + " | ".join(f"{m} s (x)" for m in METHODS)
@@ -191,7 +319,7 @@ def write_markdown(path: Path, rows: list[dict], args) -> None:
                     times.append("n/a")
                     memory.append("n/a")
                     continue
-                times.append(f"{row['median_s']:.4f} ({row['ratio_to_chunked']:.1f})")
+                times.append(f"{row['median_s']:.4f} ({row['ratio_to_chunked']:.2f})")
                 mb = row["extra_peak_rss_mb"]
                 memory.append("n/a" if mb == "" else f"{mb:.0f}")
             lines.append(f"| {length} | {mode} | " + " | ".join(times + memory) + " |")
@@ -217,32 +345,43 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument(
+        "--layers", action="store_true", help="time one-layer mixers instead (mamba vs mhsa)"
+    )
+    parser.add_argument("--nhead", type=int, default=8, help="heads of mhsa (--layers)")
     parser.add_argument("--_measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._measure:
         _measure_child(args)
         return []
+    if args.layers and "--d-model" not in " ".join(args.argv):
+        args.d_model = 576  # the mixer benchmark's width
     if args.quick:
         args.lengths, args.d_model, args.d_state, args.repeats = [16, 45], 8, 4, 1
         args.chunk_size = min(args.chunk_size, 8)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.layers:
+        return run_layers(args)
     rows = []
+    methods = [m for m in METHODS if m != "fused" or fused_cpu_scan_available(args.d_state)]
     for length in args.lengths:
         inputs = make_inputs(
             batch=args.batch, length=length, d_inner=2 * args.d_model, d_state=args.d_state
         )
         for mode in MODES:
-            outputs, medians = {}, {}
-            for method in METHODS:
-                slow = mode == "forward_backward" and length > args.reference_max_length
-                if method == "reference" and slow:
-                    continue
-                function = scan_function(method, args.chunk_size)
-                times = time_cell(function, inputs, mode, args.repeats)
-                outputs[method] = run_once(function, inputs, mode)
-                medians[method] = statistics.median(times)
+            slow = mode == "forward_backward" and length > args.reference_max_length
+            functions = {
+                method: scan_function(method, args.chunk_size)
+                for method in methods
+                if not (method == "reference" and slow)
+            }
+            times = time_cells(functions, inputs, mode, args.repeats)
+            outputs = {name: run_once(f, inputs, mode) for name, f in functions.items()}
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            for method in functions:
                 memory = "" if args.no_memory else measure_memory(args, method, length, mode)
                 rows.append(
                     {
@@ -256,7 +395,7 @@ def main(argv=None) -> list[dict]:
                         "chunk_size": args.chunk_size,
                         "threads": torch.get_num_threads(),
                         "median_s": medians[method],
-                        "min_s": min(times),
+                        "min_s": min(times[method]),
                         "ratio_to_chunked": medians[method] / medians["chunked"],
                         "max_abs_diff_to_chunked": float(
                             (outputs[method] - outputs["chunked"]).abs().max()
@@ -266,15 +405,12 @@ def main(argv=None) -> list[dict]:
                 )
                 print(
                     f"T={length:5d} {mode:16s} {method:9s} {medians[method]:.4f} s "
-                    f"(x{medians[method] / medians['chunked']:.1f})"
+                    f"(x{medians[method] / medians['chunked']:.2f})"
                     + ("" if memory == "" else f" {memory:.0f} MB"),
                     flush=True,
                 )
     csv_path = args.out / "mamba_scan_cpu.csv"
-    with csv_path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(csv_path, rows)
     write_markdown(args.out / "mamba_scan_cpu.md", rows, args)
     print(f"wrote {csv_path} and {csv_path.with_suffix('.md')}")
     return rows

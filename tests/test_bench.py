@@ -57,9 +57,9 @@ def test_mamba_scan_is_counted_analytically():
     assert len(scans) == 2  # forward and backward direction
     assert all(o.flop == 9 * B * T * di * n for o in scans)
     assert selective_scan_flop(B, T, di, n) == 9 * B * T * di * n
-    # Everything else is the projections and the causal depthwise conv (padded by k - 1).
+    # Everything else is the projections and the depthwise conv (one MAC per tap and frame).
     per_direction = 2 * B * T * (D * 2 * di + di * (r + 2 * n) + r * di + di * D)
-    per_direction += 2 * B * (T + k - 1) * di * k + 9 * B * T * di * n
+    per_direction += 2 * B * T * di * k + 9 * B * T * di * n
     assert counter.total_flop() == 2 * per_direction
 
 

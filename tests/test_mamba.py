@@ -1,10 +1,15 @@
 import importlib.util
+import shutil
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from speechbrain_ext.nnet import cpu_kernels
+from speechbrain_ext.nnet import selective_scan as scan_module
 from speechbrain_ext.nnet.masking import lengths_to_padding_mask
 from speechbrain_ext.nnet.mixers import build_mixer, list_mixers
 from speechbrain_ext.nnet.mixers.mamba import (
@@ -13,7 +18,13 @@ from speechbrain_ext.nnet.mixers.mamba import (
     kernels_available,
     reverse_valid_index,
 )
-from speechbrain_ext.nnet.selective_scan import selective_scan, selective_scan_reference
+from speechbrain_ext.nnet.selective_scan import (
+    selective_scan_chunked,
+    selective_scan_fused_cpu,
+    selective_scan_reference,
+)
+
+selective_scan = selective_scan_chunked  # the tests below written for the chunked scan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -297,6 +308,17 @@ def test_benchmark_quick_run(tmp_path):
     assert benchmark.measure_memory(args, "chunked", 16, "forward_backward") >= 0.0
 
 
+def test_benchmark_layers_quick_run(tmp_path):
+    benchmark = load_benchmark()
+    rows = benchmark.main(["--layers", "--quick", "--out", str(tmp_path)])
+    layers = {row["layer"] for row in rows}
+    assert {"mamba", "mamba_chunked", "mhsa"} <= layers
+    assert all(row["median_s"] > 0 for row in rows)
+    assert all(row["ratio_to_mhsa"] == 1.0 for row in rows if row["layer"] == "mhsa")
+    table = (tmp_path / "mamba_layer_cpu.md").read_text()
+    assert "| 45 | " in table and "mamba_chunked ms (x mhsa)" in table
+
+
 def test_chunked_scan_stays_fp32_under_autocast():
     inputs = scan_inputs(1, 30, 6, 4)
     weight = torch.randn(1, 30, 6)
@@ -305,3 +327,217 @@ def test_chunked_scan_stays_fp32_under_autocast():
         y, g = outputs_and_grads(selective_scan, inputs, weight)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g[1], g_ref[1], atol=1e-5, rtol=1e-5)
+
+
+# --- The fused C++ scan (speechbrain_ext/nnet/csrc/selective_scan_cpu.cpp) -------------------
+
+
+@pytest.fixture(scope="module")
+def fused_kernel():
+    """The compiled kernel (built at most once per session: the module caches it)."""
+    kernel = cpu_kernels.selective_scan_cpu_kernel()
+    if kernel is None:
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail(
+                f"a C++ compiler exists but the kernel did not build: {cpu_kernels.build_error()}"
+            )
+        pytest.skip("no C++ compiler: the fused CPU scan is unavailable")
+    return kernel
+
+
+def fused(**options):
+    return lambda *inputs: selective_scan_fused_cpu(*inputs, **options)
+
+
+def assert_agree(function, oracle, inputs, *, atol=1e-5, rtol=1e-5):
+    """Outputs and the gradients of every input agree."""
+    y_want = oracle(*inputs)
+    weight = torch.randn_like(y_want)
+    y_want, g_want = outputs_and_grads(oracle, inputs, weight)
+    y, g = outputs_and_grads(function, inputs, weight)
+    torch.testing.assert_close(y, y_want, atol=atol, rtol=rtol)
+    names = "x delta A B C D z delta_bias".split()
+    for name, got, want in zip(names, g, g_want):
+        torch.testing.assert_close(
+            got, want, atol=atol, rtol=rtol, msg=lambda text, name=name: f"{name}: {text}"
+        )
+
+
+@pytest.mark.parametrize(
+    "batch, time, d_inner, d_state, chunk_size, reverse, gate",
+    [
+        (2, 37, 19, 4, 16, False, False),  # a 16-channel block plus 3 lone channels
+        (2, 37, 19, 4, 16, True, True),
+        (1, 50, 16, 16, 7, False, True),  # d_state 16, as the mixer
+        (3, 13, 3, 5, 1, True, False),  # channels below one block; one frame per chunk
+        (1, 5, 40, 3, 64, False, False),  # one chunk longer than the sequence
+        (2, 1, 8, 2, 32, True, True),  # one frame
+    ],
+)
+def test_fused_scan_matches_reference(
+    fused_kernel, batch, time, d_inner, d_state, chunk_size, reverse, gate
+):
+    inputs = scan_inputs(batch, time, d_inner, d_state)
+    if gate:
+        inputs.append(torch.randn(batch, time, d_inner, requires_grad=True))
+
+    def split(options):
+        def call(*tensors):
+            z = tensors[6] if gate else None
+            return options(*tensors[:6], z=z, reverse=reverse)
+
+        return call
+
+    oracle = split(lambda *t, **kw: selective_scan_reference(*t, **kw))
+    kernel = split(lambda *t, **kw: selective_scan_fused_cpu(*t, chunk_size=chunk_size, **kw))
+    assert_agree(kernel, oracle, inputs)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_scan_delta_bias_and_softplus(fused_kernel, reverse):
+    # Δ = softplus(raw + bias) inside the kernel, raw spanning the softplus' whole range.
+    x, _, A, B, C, D = scan_inputs(2, 29, 21, 16)
+    raw = (4 * torch.randn(2, 29, 21) - 3).requires_grad_()
+    bias = torch.randn(21, requires_grad=True)
+    z = torch.randn(2, 29, 21, requires_grad=True)
+    inputs = [x, raw, A, B, C, D, z, bias]
+
+    def call(scan):
+        def run(x, raw, A, B, C, D, z, bias):
+            options = {"z": z, "reverse": reverse, "delta_bias": bias, "delta_softplus": True}
+            return scan(x, raw, A, B, C, D, **options)
+
+        return run
+
+    assert_agree(call(selective_scan_fused_cpu), call(selective_scan_reference), inputs)
+    assert_agree(call(selective_scan_chunked), call(selective_scan_reference), inputs)
+
+
+def test_fused_scan_long_sequences(fused_kernel):
+    # T = 2000 forward at a small width (and Σ Δ|A| in the thousands), against the reference.
+    inputs = [t.detach() for t in scan_inputs(1, 2000, 20, 16, delta_shift=0.5)]
+    z = torch.randn(1, 2000, 20)
+    for reverse in (False, True):
+        want = selective_scan_reference(*inputs, z=z, reverse=reverse)
+        got = selective_scan_fused_cpu(*inputs, z=z, reverse=reverse)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # and forward + backward over 2000 frames at width 4 (against the chunked scan, itself held
+    # to the reference at this length above).
+    inputs = scan_inputs(2, 2000, 4, 4, delta_shift=0.5)
+    assert_agree(fused(), lambda *t: selective_scan_chunked(*t), inputs)
+
+
+def test_fused_scan_threads_inputs_views_and_dtypes(fused_kernel):
+    inputs = scan_inputs(3, 41, 37, 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # gradients of B, C summed from per-thread slices
+    try:
+        assert_agree(
+            fused(reverse=True), lambda *t: selective_scan_chunked(*t, reverse=True), inputs
+        )
+    finally:
+        torch.set_num_threads(threads)
+    # Views with a time stride (B, C split from one projection, as in the mixer) are read in
+    # place and give the same result.
+    x, delta, A, B, C, D = (t.detach() for t in inputs)
+    projection = torch.cat([torch.randn(3, 41, 2), B, C], dim=-1)
+    B_view, C_view = projection[..., 2:10], projection[..., 10:]
+    assert B_view.stride(1) == 18
+    torch.testing.assert_close(
+        selective_scan_fused_cpu(x, delta, A, B_view, C_view, D),
+        selective_scan_fused_cpu(x, delta, A, B, C, D),
+        atol=0,
+        rtol=0,
+    )
+    low = selective_scan_fused_cpu(*(t.bfloat16() for t in (x, delta, A, B, C, D)))
+    assert low.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="z must"):
+        selective_scan_fused_cpu(x, delta, A, B, C, D, z=x[:, :3])
+
+
+def test_mixer_uses_fused_scan_and_matches_the_fallback(fused_kernel, monkeypatch):
+    torch.manual_seed(0)
+    mixer = BidirectionalMamba(d_model=16, d_state=4)
+    with torch.no_grad():
+        for block in (mixer.forward_block, mixer.backward_block):
+            block.A_log.add_(0.3 * torch.randn_like(block.A_log))
+            block.D.normal_()
+    calls = []
+    original = scan_module.selective_scan_fused_cpu
+    monkeypatch.setattr(
+        scan_module,
+        "selective_scan_fused_cpu",
+        lambda *a, **k: calls.append(1) or original(*a, **k),
+    )
+    x = torch.randn(3, 23, 16, requires_grad=True)
+    mask = lengths_to_padding_mask(torch.tensor([23, 17, 4]), 23)
+    y = mixer(x, key_padding_mask=mask)
+    assert len(calls) == 2  # both directions on the kernel
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    cpu_kernels.set_cpu_kernels_enabled(False)  # the same mixer on the pure-PyTorch scan
+    try:
+        y_pure = mixer(x, key_padding_mask=mask)
+        (g_pure,) = torch.autograd.grad(y_pure.square().sum(), x)
+    finally:
+        cpu_kernels.set_cpu_kernels_enabled(None)
+    assert len(calls) == 2
+    torch.testing.assert_close(y, y_pure, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g, g_pure, atol=1e-5, rtol=1e-5)
+    # Padding exactness on the kernel path: each utterance alone gives its valid frames.
+    for row, length in enumerate([23, 17, 4]):
+        alone = mixer(x[row : row + 1, :length])
+        torch.testing.assert_close(y[row : row + 1, :length], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch):
+    def broken_build():
+        raise RuntimeError("Error building extension 'sbext_selective_scan_cpu': no compiler")
+
+    builds = []
+    monkeypatch.setattr(
+        cpu_kernels, "build_selective_scan_cpu", lambda: builds.append(1) or broken_build()
+    )
+    # Start from "not tried yet"; monkeypatch puts the session's real build result back after.
+    for key, value in (("tried", False), ("module", None), ("error", None), ("enabled", None)):
+        monkeypatch.setitem(cpu_kernels._state, key, value)
+    monkeypatch.delenv(cpu_kernels.DISABLE_ENV, raising=False)
+    inputs = [t.detach() for t in scan_inputs(2, 30, 6, 4)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = scan_module.selective_scan(*inputs, reverse=True)
+        second = scan_module.selective_scan(*inputs, reverse=True)
+        mixer_out = BidirectionalMamba(d_model=8, d_state=4)(torch.randn(1, 5, 8))
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert (
+        len(messages) == 1 and "pure-PyTorch scan" in messages[0] and "no compiler" in messages[0]
+    )
+    assert builds == [1]  # tried once, not on every call
+    assert isinstance(cpu_kernels.build_error(), RuntimeError)
+    want = selective_scan_reference(*inputs, reverse=True)
+    torch.testing.assert_close(first, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(first, second) and mixer_out.shape == (1, 5, 8)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        selective_scan_fused_cpu(*inputs)
+
+
+def test_environment_variable_forces_the_fallback(monkeypatch):
+    monkeypatch.setitem(cpu_kernels._state, "enabled", None)
+    monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "1")
+    monkeypatch.setattr(cpu_kernels, "build_selective_scan_cpu", lambda: pytest.fail("built"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # forcing the fallback is silent
+        assert cpu_kernels.selective_scan_cpu_kernel() is None
+        assert not scan_module.fused_cpu_scan_available()
+    monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "0")
+    assert cpu_kernels.cpu_kernels_enabled()
+
+
+def test_kernel_source_ships_with_the_package():
+    tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else None
+    if tomllib is None:
+        pytest.skip("tomllib needs Python 3.11")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["speechbrain_ext.nnet"]
+    assert cpu_kernels.SOURCE.exists()
+    relative = cpu_kernels.SOURCE.relative_to(ROOT / "speechbrain_ext" / "nnet")
+    assert any(relative.match(pattern) for pattern in patterns)

@@ -164,6 +164,8 @@ SCAN_TARGETS = (
     "speechbrain_ext.nnet.mixers.mamba:selective_scan",
     "speechbrain_ext.nnet.mixers.mamba:mamba_ssm_selective_scan",
     "speechbrain_ext.nnet.selective_scan:selective_scan",
+    "speechbrain_ext.nnet.selective_scan:selective_scan_chunked",
+    "speechbrain_ext.nnet.selective_scan:selective_scan_fused_cpu",
     "speechbrain_ext.nnet.selective_scan:selective_scan_reference",
 )
 
@@ -175,6 +177,19 @@ def analytic_targets() -> list[str]:
 
 for _target in SCAN_TARGETS:
     register_analytic_cost(_target, scan_call_flop)
+
+
+def depthwise_conv_call_flop(inputs, output, module) -> int:
+    """FLOP of a ``depthwise_conv1d(x, weight, ...)`` call: 2 · B·L·D · k (one MAC per tap)."""
+    x, weight = inputs[0], inputs[1]
+    return 2 * x.numel() * weight.shape[-1]
+
+
+#: The Mamba mixer's channels-last depthwise convolution (shifted multiply-adds, which the
+#: registry would not count).
+register_analytic_cost(
+    "speechbrain_ext.nnet.mixers.mamba:depthwise_conv1d", depthwise_conv_call_flop, kind="weight"
+)
 
 
 def _qualname(obj) -> str:

@@ -10,14 +10,20 @@ One direction (:class:`MambaBlock`) has the parameter layout of ``mamba_ssm``'s 
 
 The mixer (:class:`BidirectionalMamba`, registered as ``"mamba"``) adds a second, independent
 block run over the reversed sequence: ``M_f(u) + flip(M_b(flip(u)))``. With a padding mask the
-flip reverses only each utterance's valid frames (a per-row index gather), so the backward
-direction starts at the utterance's own end; padded inputs are zeroed, and both directions are
+flip is per utterance (its valid frames reversed), so the backward direction starts at the
+utterance's own end; padded inputs are zeroed, and both directions are
 causal in their own time order, so padded frames never reach valid ones (not through the
 depthwise convolution either).
 
 The scan runs on ``mamba_ssm``'s fused CUDA kernel (and ``causal_conv1d``'s, when installed) for
-CUDA inputs when they import, else on the exact pure-PyTorch path of
-:mod:`speechbrain_ext.nnet.selective_scan`.
+CUDA inputs when they import; otherwise on
+:func:`speechbrain_ext.nnet.selective_scan.selective_scan`: our fused C++ kernel for CPU
+tensors (built on first use, see :mod:`speechbrain_ext.nnet.cpu_kernels`), else the exact chunked
+pure-PyTorch scan. On these
+paths the backward direction is never flipped: its convolution looks ahead, its scan runs from the
+last frame, and the inputs of padded frames are zeroed, so each utterance's backward scan starts at
+its own end (:meth:`MambaBlock.forward` with ``reverse=True``); the CUDA-kernel path reverses each
+row's valid frames with a gather instead.
 
 Example
 -------
@@ -82,9 +88,10 @@ class MambaBlock(nn.Module):
     use_kernels : "auto" or bool
         ``"auto"``: use ``mamba_ssm``'s CUDA kernel for CUDA inputs when it imports. ``True``:
         the same, but fail at construction when it does not import. ``False``: always the
-        pure-PyTorch scan. CPU inputs always take the pure-PyTorch scan.
+        pure-PyTorch scan. CPU inputs always take our fused C++ scan (or, where it does not
+        build, the pure-PyTorch one).
     chunk_size : int
-        Frames per chunk of the pure-PyTorch scan.
+        Frames per chunk of the pure-PyTorch scan (and between the C++ scan's saved states).
     device, dtype
         Placement of the parameters (``A_log`` and ``D`` stay fp32, as in ``mamba_ssm``).
 
@@ -185,19 +192,53 @@ class MambaBlock(nn.Module):
         """Whether ``forward(u)`` runs on the fused CUDA kernel."""
         return self.use_kernels is not False and u.is_cuda and kernels_available()
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Map ``u`` (batch, time, d_model) to (batch, time, d_model), causally."""
+    def forward(
+        self,
+        u: torch.Tensor,
+        *,
+        reverse: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Map ``u`` (batch, time, d_model) to (batch, time, d_model), causally.
+
+        ``reverse=True`` runs the block right to left: each utterance's valid frames (all
+        frames without ``key_padding_mask``, True = padded) give what ``flip(block(flip(u)))``
+        gives for that utterance alone. On the pure-PyTorch path nothing is flipped: the
+        convolution looks ahead instead of back and the scan runs from the last frame, with the
+        inputs of padded frames zeroed so that each utterance's scan starts at its own end.
+        """
+        u = zero_padded(u, key_padding_mask)
         if self.uses_kernels(u):
-            return self._forward_kernels(u)
-        time = u.shape[1]
-        x, z = self.in_proj(u).chunk(2, dim=-1)  # each (batch, time, d_inner)
-        x = self.conv1d(x.transpose(1, 2))[..., :time]  # causal: output t sees inputs ≤ t
-        x = F.silu(x).transpose(1, 2)  # (batch, time, d_inner)
+            if not reverse:
+                return self._forward_kernels(u)
+            if key_padding_mask is None:
+                return self._forward_kernels(u.flip(1)).flip(1)
+            index = reverse_valid_index(key_padding_mask)[..., None]
+            reversed_out = self._forward_kernels(u.gather(1, index.expand_as(u)))
+            return reversed_out.gather(1, index.expand_as(reversed_out))
+        x, z = self.in_proj(u).chunk(2, dim=-1)  # each (batch, time, d_inner), views
+        x = F.silu(depthwise_conv1d(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse))
+        if reverse and key_padding_mask is not None:
+            suffix_padding_lengths(key_padding_mask)  # padding after the valid frames only
+            x = zero_padded(x, key_padding_mask)  # the state stays 0 until the utterance's end
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt).float())  # (batch, time, d_inner)
+        # Δ = softplus(dt_proj(dt)): the bias and the softplus are applied inside the scan
+        delta = F.linear(dt, self.dt_proj.weight)  # (batch, time, d_inner)
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
-        y = selective_scan(x, delta, A, B, C, self.D, chunk_size=self.chunk_size)
-        return self.out_proj(y * F.silu(z))
+        y = selective_scan(  # (C·h + D x) · SiLU(z), gated inside the scan
+            x,
+            delta,
+            A,
+            B,
+            C,
+            self.D,
+            z=z,
+            reverse=reverse,
+            delta_bias=self.dt_proj.bias,
+            delta_softplus=True,
+            chunk_size=self.chunk_size,
+        )
+        return self.out_proj(y)
 
     def _forward_kernels(self, u: torch.Tensor) -> torch.Tensor:
         """The same computation on ``mamba_ssm`` (and ``causal_conv1d``) CUDA kernels."""
@@ -225,6 +266,79 @@ class MambaBlock(nn.Module):
         return self.out_proj(y.transpose(1, 2))
 
 
+def depthwise_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, reverse: bool = False
+) -> torch.Tensor:
+    """Depthwise convolution over time in the (batch, time, channels) layout, zero padded.
+
+    Causal (output ``t`` sees inputs ``t - k + 1 .. t``), or with ``reverse`` anti-causal (``t ..
+    t + k - 1``, the taps in reverse order: the causal convolution of the flipped sequence,
+    flipped back). Computed as ``k`` shifted multiply-adds, so the channels-last activations are
+    never transposed for ``conv1d``.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        (batch, time, channels); any strides.
+    weight : torch.Tensor
+        (channels, 1, k), as ``nn.Conv1d(channels, channels, k, groups=channels).weight``.
+    bias : torch.Tensor or None
+        (channels,).
+    reverse : bool
+        Look ahead instead of back.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, time, channels).
+
+    Example
+    -------
+    >>> import torch
+    >>> conv = nn.Conv1d(3, 3, 4, groups=3, padding=3)
+    >>> x = torch.randn(2, 10, 3)
+    >>> causal = conv(x.transpose(1, 2))[..., :10].transpose(1, 2)
+    >>> torch.allclose(depthwise_conv1d(x, conv.weight, conv.bias), causal, atol=1e-6)
+    True
+    >>> ahead = depthwise_conv1d(x, conv.weight, conv.bias, reverse=True)
+    >>> flipped = conv(x.flip(1).transpose(1, 2))[..., :10].transpose(1, 2).flip(1)
+    >>> torch.allclose(ahead, flipped, atol=1e-6)
+    True
+    """
+    batch, time, channels = x.shape
+    k = weight.shape[-1]
+    taps = weight.reshape(channels, k)
+    if reverse:
+        taps = taps.flip(-1)
+    padded = F.pad(x, (0, 0, 0, k - 1) if reverse else (0, 0, k - 1, 0))  # (batch, time+k-1, ch)
+    # causal: out_t = Σ_j w_j x_(t-k+1+j) = Σ_j w_j padded_(t+j); anti-causal likewise, taps flipped
+    start = padded[:, :time]
+    out = start * taps[:, 0] if bias is None else torch.addcmul(bias, start, taps[:, 0])
+    for j in range(1, k):
+        out.addcmul_(padded[:, j : j + time], taps[:, j])
+    return out
+
+
+def suffix_padding_lengths(key_padding_mask: torch.Tensor) -> torch.Tensor:
+    """Valid lengths (batch,) of a mask that pads only the end of each row; else ``ValueError``.
+
+    Example
+    -------
+    >>> import torch
+    >>> suffix_padding_lengths(torch.tensor([[False, False, True], [False, False, False]]))
+    tensor([2, 3])
+    """
+    lengths = (~key_padding_mask).sum(dim=1)  # (batch,)
+    if not torch.equal(
+        key_padding_mask, lengths_to_padding_mask(lengths, key_padding_mask.shape[1])
+    ):
+        raise ValueError(
+            "mamba: key_padding_mask must pad only the end of each row (True after the valid "
+            "frames); got padding before a valid frame"
+        )
+    return lengths
+
+
 def reverse_valid_index(key_padding_mask: torch.Tensor) -> torch.Tensor:
     """Per-row time index reversing each row's valid frames and keeping padded ones in place.
 
@@ -247,12 +361,7 @@ def reverse_valid_index(key_padding_mask: torch.Tensor) -> torch.Tensor:
     tensor([[2, 1, 0, 3, 4]])
     """
     batch, time = key_padding_mask.shape
-    lengths = (~key_padding_mask).sum(dim=1)  # (batch,)
-    if not torch.equal(key_padding_mask, lengths_to_padding_mask(lengths, time)):
-        raise ValueError(
-            "mamba: key_padding_mask must pad only the end of each row (True after the valid "
-            "frames); got padding before a valid frame"
-        )
+    lengths = suffix_padding_lengths(key_padding_mask)
     steps = torch.arange(time, device=key_padding_mask.device).expand(batch, time)
     return torch.where(key_padding_mask, steps, lengths[:, None] - 1 - steps)
 
@@ -337,10 +446,5 @@ class BidirectionalMamba(nn.Module):
         x = zero_padded(x, key_padding_mask)
         out = self.forward_block(x)
         if self.backward_block is not None:
-            if key_padding_mask is None:
-                out = out + self.backward_block(x.flip(1)).flip(1)
-            else:
-                index = reverse_valid_index(key_padding_mask)[..., None].expand_as(x)
-                reversed_out = self.backward_block(x.gather(1, index))
-                out = out + reversed_out.gather(1, index)
+            out = out + self.backward_block(x, reverse=True, key_padding_mask=key_padding_mask)
         return zero_padded(self.dropout(out), key_padding_mask)
