@@ -374,3 +374,82 @@ def test_storage_counts_one_bit_per_binarized_weight():
     layer = quantize_model(nn.Sequential(nn.Linear(64, 32)), "w1a1")
     # 2048 one-bit weights + scale + mean; bias 32 floats; α and β
     assert quantized_storage_bytes(layer) == 2048 / 8 + 8 + 32 * 4 + 8
+
+
+# ---------------------------------------------------------------- real 1-bit models on disk
+@pytest.mark.parametrize("preset", ["conformer_s", "sparseformer_dn_s"])
+def test_pack_command_study_a_preset_is_25_times_smaller(preset, tmp_path, capsys):
+    from speechbrain_ext.quant.cli import main
+
+    sizes = main(
+        ["pack", preset, "--spec", "w1a1", "--out", str(tmp_path), "--calibrate-seconds", "0.4"]
+    )
+    assert "quantized weights" in capsys.readouterr().out
+    assert sizes["packed_quantized"] * 25 <= sizes["fp32_quantized"]
+    assert sizes["packed_total"] < sizes["fp32_total"]
+    assert sizes["packed_quantized"] == (tmp_path / "quantized.bin").stat().st_size
+    # The loaded model is the packed one: same outputs.
+    torch.manual_seed(0)
+    model = quantize_model(build_encoder(preset, dropout=0.0), "w1a1")
+    initialize_quantizers(model, torch.randn(1, 20, model.d_model))
+    loaded = load_packed(tmp_path)
+    assert loaded.quant_spec == "w1a1"
+    x = torch.randn(1, 9, model.d_model)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x)[-1], loaded(x)[-1])
+
+
+def test_pack_refuses_uninitialised_quantizers(tmp_path):
+    model = quantize_model(build_mixer("fastformer", d_model=D_MODEL, nhead=NHEAD), "w1a1")
+    with pytest.raises(ValueError, match="initialize_quantizers"):
+        pack_model(model, tmp_path, source={"type": "encoder", "name": "x"})
+
+
+def test_pack_command_bestrq_output_folder(tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from speechbrain_ext.quant.cli import main
+    from speechbrain_ext.ssl.export import load_bestrq_model, save_model_config
+    from speechbrain_ext.ssl.model import build_bestrq_model
+
+    trained = build_bestrq_model(
+        "conformer",
+        num_layers=1,
+        d_model=16,
+        nhead=2,
+        mixer="fastformer",
+        kernel_size=7,
+        codebook_size=16,
+        front_end="conv",
+        dropout=0.0,
+        front_end_dropout=0.0,
+    )
+    save_model_config(trained, tmp_path / "run")
+    Checkpointer(tmp_path / "run" / "save", {"model": trained}).save_checkpoint()
+    main(
+        [
+            "pack",
+            str(tmp_path / "run"),
+            "--spec",
+            "w1a2,keep=encoder.features",
+            "--out",
+            str(tmp_path / "packed"),
+            "--calibrate-seconds",
+            "0.5",
+        ]
+    )
+    loaded = load_packed(tmp_path / "packed")
+    from speechbrain_ext.quant.layers import QuantConv2d
+
+    assert isinstance(loaded.encoder.front_end.conv.convblock_0.convs.conv_0.conv, QuantConv2d)
+    assert isinstance(loaded.head, QuantLinear)
+    torch.manual_seed(0)
+    reference = quantize_model(load_bestrq_model(tmp_path / "run"), "w1a2,keep=encoder.features")
+    initialize_quantizers(reference, torch.randn(1, 8000), torch.ones(1))
+    wavs = torch.randn(2, 6000)
+    with torch.no_grad():
+        for a, b in zip(
+            reference.eval().encode(wavs, torch.tensor([1.0, 0.7])),
+            loaded.encode(wavs, torch.tensor([1.0, 0.7])),
+        ):
+            assert torch.equal(a, b)
