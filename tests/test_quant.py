@@ -453,3 +453,98 @@ def test_pack_command_bestrq_output_folder(tmp_path):
             loaded.encode(wavs, torch.tensor([1.0, 0.7])),
         ):
             assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- XNOR-popcount kernel
+def sign_product(a, w):
+    return (torch.where(a >= 0, 1.0, -1.0) @ torch.where(w >= 0, 1.0, -1.0).T).to(torch.int32)
+
+
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 200])
+def test_xnor_torch_equals_float_product_of_signs_exactly(k):
+    from speechbrain_ext.quant.xnor import pack_signs, popcount64, xnor_matmul
+
+    a, w = torch.randn(70, k), torch.randn(9, k)
+    out = xnor_matmul(pack_signs(a), pack_signs(w), k=k, backend="torch")
+    assert out.dtype == torch.int32 and torch.equal(out, sign_product(a, w))
+    words = torch.tensor([0, 1, -1, -(2**63), 2**63 - 1, 0x0F0F], dtype=torch.int64)
+    assert popcount64(words).tolist() == [0, 1, 64, 1, 63, 8]
+
+
+def test_xnor_cpp_kernel_equals_torch_path_or_warns_once(monkeypatch):
+    from speechbrain_ext.quant import xnor
+
+    module = xnor.cpp_kernel()  # built on first use (cached by torch_extensions)
+    a, w = torch.randn(37, 130), torch.randn(11, 130)
+    if module is not None:
+        assert torch.equal(
+            xnor.xnor_matmul(xnor.pack_signs(a), xnor.pack_signs(w), k=130, backend="cpp"),
+            sign_product(a, w),
+        )
+        assert torch.equal(xnor.pack_signs(a, shift=0.3, backend="cpp"), xnor.pack_signs(a - 0.3))
+    # Without a compiler: one warning, then the PyTorch path.
+    monkeypatch.setattr(xnor, "_CPP_MODULE", None)
+    monkeypatch.setattr(xnor, "_CPP_FAILED", False)
+    monkeypatch.setattr(
+        "torch.utils.cpp_extension.load_inline",
+        lambda **kwargs: (_ for _ in ()).throw(OSError("no compiler")),
+    )
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        first = xnor.xnor_matmul(xnor.pack_signs(a), xnor.pack_signs(w), k=130)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = xnor.xnor_matmul(xnor.pack_signs(a), xnor.pack_signs(w), k=130)
+    assert torch.equal(first, second) and torch.equal(first, sign_product(a, w))
+
+
+def test_xnor_linear_matches_binarized_layer():
+    from speechbrain_ext.quant.xnor import XnorLinear
+
+    layer = QuantLinear(100, 12, weight_bits=1, act_bits=1)
+    x = torch.randn(4, 6, 100)
+    with torch.no_grad():
+        layer(x)
+        layer.input_quantizers["input"].beta.fill_(0.1)
+        expected = layer(x)
+        got = XnorLinear(layer, backend="torch")(x)
+        compiled = XnorLinear(layer, backend="auto")(x)  # the C++ kernel, if it built
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(compiled, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="w1a1"):
+        XnorLinear(QuantLinear(8, 4, weight_bits=2, act_bits=8))
+
+
+# ---------------------------------------------------------------- profile reads the bits
+def test_profile_reads_bits_from_a_quantized_model():
+    from speechbrain_ext.bench.flops import w1a1
+    from speechbrain_ext.bench.profile import profile_model
+
+    encoder = build_encoder("transformer", num_layers=2, d_model=D_MODEL, nhead=NHEAD, d_ffn=32)
+    x = torch.randn(1, 20, D_MODEL)
+    fp32 = profile_model(encoder, (x,), name="t")
+    assumed = profile_model(encoder, (x,), name="t", bit_widths=w1a1())
+    student = quantize_model(copy.deepcopy(encoder), "w1a1")
+    quantized = profile_model(student, (x,), name="t")
+    assert quantized["precision"] == "w1a1"
+    assert quantized["gmac"] == pytest.approx(fp32["gmac"])
+    assert quantized["gbop"] == pytest.approx(assumed["gbop"])  # every MAC at 1 x 1 bit
+    assert quantized["gflop"] == 0.0
+    assert quantized["storage_mb"] == round(quantized_storage_bytes(student) / 1e6, 4)
+    assert quantized["storage_mb"] < assumed["storage_mb"] * 1.2
+    kept = quantize_model(copy.deepcopy(encoder), "w4a8,keep=layers.1")
+    row = profile_model(kept, (x,), name="t")
+    assert assumed["gbop"] < row["gbop"] < fp32["gbop"]
+    assert 0 < row["gflop"] < fp32["gflop"]
+
+
+def test_profile_command_quant_option(tmp_path, capsys):
+    from speechbrain_ext.bench.profile import main
+
+    args = ["conformer_s", "--frontend", "none", "--seconds", "0.2", "--out", str(tmp_path)]
+    rows = main([*args, "--quant", "w1a1,keep=layers.0"])
+    assert rows[0]["precision"] == "w1a1,keep=layers.0"
+    assert (tmp_path / "profile_conformer_s_w1a1_keep_layers.0.md").exists()
+    assumed = main([*args, "--bits", "w1a1"])
+    assert rows[0]["gbop"] > assumed[0]["gbop"]  # layer 0 stays FP32
