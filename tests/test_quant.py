@@ -548,3 +548,26 @@ def test_profile_command_quant_option(tmp_path, capsys):
     assert (tmp_path / "profile_conformer_s_w1a1_keep_layers.0.md").exists()
     assumed = main([*args, "--bits", "w1a1"])
     assert rows[0]["gbop"] > assumed[0]["gbop"]  # layer 0 stays FP32
+
+
+# ---------------------------------------------------------------- error propagation command
+def test_errors_command_writes_tables_and_fewer_bits_err_more(tmp_path):
+    from speechbrain_ext.corpus.espeak import EspeakUnavailableError, get_espeak
+    from speechbrain_ext.quant.cli import main
+    from speechbrain_ext.quant.errors import GROUPS
+
+    try:
+        get_espeak()
+    except EspeakUnavailableError:
+        pytest.skip("eSpeak NG is not available")
+    common = ["errors", "--encoders", "conformer_s", "--seconds", "0.5"]
+    binary = main([*common, "--out", str(tmp_path / "w1a1")])
+    eight = main([*common, "--bits", "w8a8", "--out", str(tmp_path / "w8a8")])
+    for name in ("quant_errors.csv", "quant_errors.md", "quant_errors.png"):
+        assert (tmp_path / "w1a1" / name).stat().st_size > 0
+    assert {r["group"] for r in binary} == set(GROUPS)
+    assert max(r["layer"] for r in binary) == 16
+    last = {r["group"]: r for r in binary if r["layer"] == 16}
+    last8 = {r["group"]: r for r in eight if r["layer"] == 16}
+    assert all(-1.0 <= r["cosine"] <= 1.0 and r["rel_error"] > 0 for r in binary)
+    assert last8["everything"]["rel_error"] < 0.5 * last["everything"]["rel_error"]

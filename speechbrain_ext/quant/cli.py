@@ -1,4 +1,5 @@
-"""Command lines of :mod:`speechbrain_ext.quant`: ``pack``.
+"""Command lines of :mod:`speechbrain_ext.quant`: ``pack`` and ``errors``
+(:mod:`speechbrain_ext.quant.errors`).
 
 ``python -m speechbrain_ext.quant pack SOURCE --spec w1a1 --out DIR`` quantizes ``SOURCE``
 (an encoder preset or kind built with random weights, or a BEST-RQ training output folder
@@ -87,5 +88,11 @@ def main(argv: list[str] | None = None):
     pack.add_argument("--out", required=True, help="output folder")
     pack.add_argument("--calibrate-seconds", type=float, default=2.0, help="α init input (s)")
     pack.add_argument("--seed", type=int, default=0)
+    errors = commands.add_parser("errors", help="layer-wise quantization error vs FP32")
+    from speechbrain_ext.quant.errors import add_arguments, errors_command
+
+    add_arguments(errors)
     args = parser.parse_args(argv)
+    if args.command == "errors":
+        return errors_command(args, argv)
     return pack_command(args)

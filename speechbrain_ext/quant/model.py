@@ -55,6 +55,11 @@ def is_quantized(model: nn.Module) -> bool:
 
 def _check_patterns(model: nn.Module, spec: QuantSpec) -> None:
     names = [name for name, _ in model.named_modules() if name]
+    names += [  # the attention quantizers quantize_model would attach
+        f"{name}.attention_quantizer" if name else "attention_quantizer"
+        for name, module in model.named_modules()
+        if hasattr(module, "attention_quantizer")
+    ]
     for key, patterns in (("keep", spec.keep), ("only", spec.only or ())):
         for pattern in patterns:
             if not any(_matches(name, pattern) for name in names):
