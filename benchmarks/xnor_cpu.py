@@ -23,6 +23,7 @@ Usage::
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -98,7 +99,9 @@ def main(argv=None) -> list[dict]:
         raise SystemExit("the C++ kernel did not build; this benchmark needs it")
     shapes = ((200, 576, 256),) if args.quick else DEFAULT_SHAPES
     warmup, reps = (0, 1) if args.quick else (args.warmup, args.reps)
+    load_before = os.getloadavg()[0]
     rows = [row for shape in shapes for row in run_shape(*shape, warmup=warmup, reps=reps)]
+    load = f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after the run"
     out = Path(args.out)
     write_csv(rows, out / "xnor_cpu.csv")
     command = "python benchmarks/xnor_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -108,7 +111,8 @@ def main(argv=None) -> list[dict]:
     )
     text = (
         "# W1A1 matrix product on CPU: XNOR-popcount on packed bits vs FP32\n\n"
-        f"Machine: {machine_info('cpu')}\n\nCommand: `{command.strip()}`\n\n"
+        f"Machine: {machine_info('cpu')} ({load}; other processes share the CPUs, so "
+        f"compare rows of one run)\n\nCommand: `{command.strip()}`\n\n"
         f"Median of {reps} calls after {warmup} warm-up calls. Both XNOR paths equal the FP32 "
         "product of the ±1 matrices exactly (checked before timing). `xnor_*` rows time the "
         "product of already-packed operands; `pack_activations_*` is the packing of the input "
