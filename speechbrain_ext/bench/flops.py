@@ -401,7 +401,9 @@ class CostCounter:
         name, module = self._stack[-1] if self._stack else ("", None)
         # A parameter operand, or a weight layer whose weight is recomputed on each call
         # (weight norm and other parametrizations).
-        is_weight = isinstance(module, WEIGHT_LAYERS) or any(
+        # Quantized layers (speechbrain_ext.quant) multiply by a freshly quantized weight.
+        is_weight = isinstance(module, WEIGHT_LAYERS) or hasattr(module, "weight_quantizers")
+        is_weight = is_weight or any(
             isinstance(a, torch.Tensor) and a.untyped_storage().data_ptr() in self._param_storages
             for a in torch.utils._pytree.tree_leaves(args)
         )

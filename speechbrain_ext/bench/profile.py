@@ -4,6 +4,12 @@
 profiles one model on one random input of ``S`` seconds (batch 1); ``--study-a-table`` writes
 Study A's Table 1 for our implementations beside the paper's numbers.
 
+A model quantized by :func:`speechbrain_ext.quant.quantize_model` reports its own per-module bit
+widths (:func:`speechbrain_ext.quant.quantized_bits`), which :func:`profile_model` uses when no
+``bit_widths`` are given, with the packed storage of
+:func:`speechbrain_ext.quant.quantized_storage_bytes`. ``--quant SPEC`` (e.g. ``w1a1``,
+``w4a8,keep=frontend``) quantizes the profiled model that way instead of assuming ``--bits``.
+
 What is counted (:mod:`.flops`; REFERENCE.md §6):
 
 - **Storage** (MB = 1e6 bytes): Σ parameters × bits / 8, plus one 32-bit scale per binarized
@@ -104,15 +110,27 @@ def profile_model(
     ≥ 16 bits), ``gbop``, ``bop_float_g``, ``bop_quant_g``, ``a100_time_s``, and for every
     submodule name in ``parts`` its ``<part>_gflop`` and ``<part>_params``.
     """
+    from speechbrain_ext.quant import (
+        is_quantized,
+        quant_spec,
+        quantized_bits,
+        quantized_storage_bytes,
+    )
+
     model = model.eval()
+    quantized = bit_widths is None and is_quantized(model)
+    if quantized:  # the model's own bit widths
+        bit_widths = BitWidths(quantized_bits(model))
+        precision = precision or quant_spec(model)
     with torch.no_grad(), CostCounter(model, bit_widths=bit_widths) as counter:
         model(*inputs)
     ops = counter.ops
+    storage = quantized_storage_bytes(model) if quantized else storage_bytes(model, bit_widths)
     row = {
         "model": name,
         "precision": precision,
         "params": sum(p.numel() for p in model.parameters()),
-        "storage_mb": round(storage_bytes(model, bit_widths) / 1e6, 4),
+        "storage_mb": round(storage / 1e6, 4),
         "gmac": counter.total_mac() / 1e9,
         "gflop": counter.float_flop() / 1e9,
         "gbop": counter.total_bop() / 1e9,
@@ -397,6 +415,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fp32, w1a1, or JSON {pattern: [weight_bits, activation_bits]}",
     )
     parser.add_argument(
+        "--quant",
+        default=None,
+        metavar="SPEC",
+        help="quantize the model with speechbrain_ext.quant (e.g. w1a1, w4a8,keep=frontend) "
+        "and read the bit widths from it (instead of --bits)",
+    )
+    parser.add_argument(
         "--keep-fp32",
         nargs="*",
         default=None,
@@ -480,6 +505,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         frame_rate=args.frame_rate,
         overrides=parse_overrides(args.override),
     )
+    if args.quant:
+        if args.bits not in (None, "fp32", "FP32"):
+            parser.error("give --bits or --quant, not both")
+        from speechbrain_ext.quant import quantize_model
+
+        model = quantize_model(model, args.quant)
+        label, bits = model.quant_spec, None
     name = " ".join([args.target, *args.override])  # the target and its yaml overrides
     row = profile_model(
         model, inputs, name=name, bit_widths=bits, precision=label, fp32_rate=args.fp32_rate
@@ -495,7 +527,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.out:
         out = Path(args.out)
         stem = "_".join([Path(args.target).stem, *args.override])
-        stem = re.sub(r"[^\w.-]", "_", stem) + f"_{label.lower()}"
+        stem = re.sub(r"[^\w.-]", "_", f"{stem}_{label.lower()}")
         write_csv([row], out / f"profile_{stem}.csv")
         (out / f"profile_{stem}.md").write_text(
             f"Command: `{command}`\n\n"

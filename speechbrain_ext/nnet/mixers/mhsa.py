@@ -1,7 +1,9 @@
 """Multi-head self-attention on the fused ``scaled_dot_product_attention`` kernel.
 
 softmax(Q Kᵀ / √d_head + bias) V per head. The T×T weights are never materialised by
-``forward``; :meth:`MultiHeadSelfAttention.attention_weights` returns them when asked.
+``forward``; :meth:`MultiHeadSelfAttention.attention_weights` returns them when asked. A model
+quantized by :func:`speechbrain_ext.quant.quantize_model` sets ``attention_quantizer`` and then
+attends explicitly with binarized Q, K, V and probabilities (BiT); the default stays fused.
 
 Positions (``position``):
 
@@ -93,6 +95,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.position = position
         self.rotary_base = rotary_base
+        # Set by speechbrain_ext.quant.quantize_model: quantized Q, K, V and probabilities on an
+        # explicit (non-fused) path. None keeps the fused kernel.
+        self.attention_quantizer = None
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias, **factory)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
         if position == "relative":
@@ -156,9 +161,13 @@ class MultiHeadSelfAttention(nn.Module):
         check_input(x, key_padding_mask, self.d_model, "mhsa")
         batch, time, _ = x.shape
         q, k, v, mask = self._prepare(x, key_padding_mask)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (batch, head, time, head_dim)
+        dropout = self.dropout if self.training else 0.0
+        if self.attention_quantizer is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:  # quantized: explicit probabilities
+            out = self.attention_quantizer(
+                q, k, v, attn_mask=mask, dropout_p=dropout, training=self.training
+            )  # (batch, head, time, head_dim)
         out = self.out_proj(out.transpose(1, 2).reshape(batch, time, self.d_model))
         return zero_padded(out, key_padding_mask)
 

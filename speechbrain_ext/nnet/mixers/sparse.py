@@ -38,6 +38,7 @@ tensor([[1, 1, 1, 0, 1, 0],
         [0, 1, 0, 1, 1, 1]], dtype=torch.int32)
 """
 
+import functools
 import math
 
 import torch
@@ -147,6 +148,8 @@ class SparseAttention(nn.Module):
         self.pattern = pattern
         self.stride = stride
         self.num_summary = num_summary
+        # Set by speechbrain_ext.quant.quantize_model (quantized Q, K, V and probabilities).
+        self.attention_quantizer = None
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias, **factory)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
         nn.init.xavier_uniform_(self.in_proj.weight)
@@ -179,6 +182,8 @@ class SparseAttention(nn.Module):
         """Band + column attention; q, k, v (batch, head, T', head_dim), T' = blocks · l."""
         batch, nhead, padded_time, dim = q.shape
         step, blocks = self.stride, padded_time // self.stride
+        if self.attention_quantizer is not None:
+            q, k, v = self.attention_quantizer.quantize_qkv(q, k, v)
         kb, vb = k.view(batch, nhead, blocks, step, dim), v.view(batch, nhead, blocks, step, dim)
         qb = q.view_as(kb) * dim**-0.5  # block n, offset r: position n·l + r
         # Band: query block n against key blocks n-1, n, n+1 (window of 3l keys).
@@ -201,7 +206,10 @@ class SparseAttention(nn.Module):
         # The lowest finite value gives exactly zero weight next to any allowed key and keeps
         # rows without one (padded queries only) finite.
         scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
-        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training).to(q.dtype)
+        weights = scores.softmax(dim=-1)
+        if self.attention_quantizer is not None:
+            weights = self.attention_quantizer.probabilities(weights, allowed=allowed)
+        weights = F.dropout(weights, self.dropout, self.training).to(q.dtype)
         w_band, w_col = weights.split([3 * step, blocks], dim=-1)
         out = torch.matmul(w_band, v_win) + torch.einsum("bhnrm,bhmrd->bhnrd", w_col, vb)
         return out.reshape(batch, nhead, padded_time, dim)
@@ -225,7 +233,10 @@ class SparseAttention(nn.Module):
         allowed = torch.cat([valid, shared_valid & not_own], dim=-1)  # (b, n, l + n·c)
         allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # rows with no key: padded only
         allowed = allowed[:, None, :, None, :].expand(-1, nhead, -1, -1, -1)
-        out = F.scaled_dot_product_attention(
+        attend = F.scaled_dot_product_attention
+        if self.attention_quantizer is not None:  # explicit, quantized probabilities
+            attend = functools.partial(self.attention_quantizer, training=self.training)
+        out = attend(
             qb,
             block_keys(k),
             block_keys(v),

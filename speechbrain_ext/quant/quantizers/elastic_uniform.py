@@ -1,0 +1,81 @@
+"""k-bit elastic uniform quantization of activations (BiT's multi-bit activations, LSQ+).
+
+With ``u = (x − β) / α``: ``x_q = α · clip(round(u), Qn, Qp) + β``, where the codes are
+``Qn..Qp = −2^(k−1)..2^(k−1)−1`` (signed) or ``0..2^k−1`` (unsigned, non-negative inputs).
+Gradients: straight-through to ``x`` inside the range; ``∂x_q/∂α = round(u) − u`` inside,
+``Qn`` below, ``Qp`` above (LSQ, scaled by ``1/√(numel·Qp)``); ``∂x_q/∂β = 0`` inside and 1
+outside (β shifts the grid). α starts at 2·mean|x|/√Qp (signed) or 4·mean|x|/√Qp (unsigned)
+of the first batch, β at 0.
+
+Example
+-------
+>>> import torch
+>>> quantizer = ElasticUniform(bits=2)
+>>> quantizer(torch.tensor([-1.0, 0.2, 0.9, 3.0])).abs().tolist()  # alpha 2.55, codes -2..1
+[0.0, 0.0, 0.0, 2.549999952316284]
+"""
+
+import torch
+
+from speechbrain_ext.quant.quantizers import QUANTIZERS
+from speechbrain_ext.quant.quantizers._elastic import ElasticQuantizerBase, lsq_grad_scale
+
+
+class _ElasticUniformFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, shifted, alpha, qn: int, qp: int):
+        u = shifted / alpha
+        q = torch.clamp(torch.round(u), qn, qp)
+        ctx.save_for_backward(u, q)
+        ctx.levels = (qn, qp)
+        return alpha * q
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, q = ctx.saved_tensors
+        qn, qp = ctx.levels
+        below, above = u < qn, u > qp
+        inside = ~(below | above)
+        d_alpha = torch.where(inside, q - u, torch.where(below, float(qn), float(qp)))
+        grad_alpha = (d_alpha * grad).sum() * lsq_grad_scale(u.numel(), qp)
+        return grad * inside.to(grad.dtype), grad_alpha.reshape(()), None, None
+
+
+@QUANTIZERS.register("elastic_uniform")
+class ElasticUniform(ElasticQuantizerBase):
+    """Elastic k-bit uniform activation quantizer with learnable α and β.
+
+    Arguments
+    ---------
+    bits : int
+        2, 4 or 8.
+    value_set : str
+        ``"auto"``, ``"signed"`` or ``"unsigned"``.
+    keep_zeros : bool
+        Exact zeros stay zero (convolution inputs).
+
+    Example
+    -------
+    >>> import torch
+    >>> quantizer = ElasticUniform(bits=4, value_set="unsigned")
+    >>> quantizer.levels()
+    (0, 15)
+    """
+
+    def __init__(self, *, bits: int, value_set: str = "auto", keep_zeros: bool = False):
+        if bits not in (2, 4, 8):
+            raise ValueError(f"elastic_uniform takes 2, 4 or 8 bits, got bits={bits}")
+        super().__init__(bits=bits, value_set=value_set, keep_zeros=keep_zeros)
+
+    def levels(self) -> tuple[int, int]:
+        """(Qn, Qp) of the codes."""
+        if bool(self.unsigned):
+            return 0, 2**self.bits - 1
+        return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantized ``x`` (same shape and dtype)."""
+        alpha, shifted = self._prepare(x)
+        qn, qp = self.levels()
+        out = _ElasticUniformFn.apply(shifted, alpha, qn, qp) + self.beta
+        return self._finish(x, out)
