@@ -28,8 +28,9 @@ What is counted (:mod:`.flops`; REFERENCE.md §6):
 
 Models: Study A presets (``hubert_base_transformer``, ``conformer_s``, ``squeezeformer_xs``,
 ``sparseformer_dn_s``, ``sparseformer_sw_s``) are profiled inside HuBERT's waveform CNN front end
-(the HuBERT recipe's :class:`~speechbrain_ext.ssl.hubert_model.HubertEncoder`); ``bestrq_*`` presets as the whole BEST-RQ encoder (fbank features, conv front
-end, encoder; no pretraining head); other presets/kinds and ``--frontend none`` as the encoder
+(the HuBERT recipe's :class:`~speechbrain_ext.ssl.hubert_model.HubertEncoder`); ``bestrq_*``
+presets as the whole BEST-RQ encoder (fbank features, conv front end, encoder; no pretraining
+head); other presets/kinds and ``--frontend none`` as the encoder
 alone on (1, frames, d_model) input. A file may be a recipe yaml (an ``nn.Module`` under
 ``model`` or ``encoder``, at the top or in SpeechBrain's ``modules``; ``!PLACEHOLDER`` keys are
 filled with dummies, ``output_folder`` goes to a temporary folder, and ``--override KEY=VALUE``
