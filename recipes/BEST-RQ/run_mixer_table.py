@@ -17,11 +17,10 @@ Arguments after ``--`` are passed to every ``train.py`` run (after the defaults)
 import argparse
 import csv
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from speechbrain_ext.ssl.systems import run_systems
 from speechbrain_ext.ssl.training import median_throughput
 
 HERE = Path(__file__).resolve().parent
@@ -92,22 +91,16 @@ def main(argv):
     outputs = {mixer: args.out / mixer for mixer in args.mixers}
     wall = {}
     if not args.collect_only:
-        for mixer, output in outputs.items():
-            yaml = [f"hparams/bestrq_{mixer}.yaml"]
-            if not args.no_cpu_defaults:
-                yaml = [CPU_YAML, f"--mixer={mixer}"]
-            command = [
-                sys.executable,
-                "train.py",
-                *yaml,
-                f"--output_folder={output}",
-                "--noprogressbar",
-                *extra,
-            ]
-            print("running:", " ".join(command), flush=True)
-            start = time.time()
-            subprocess.run(command, cwd=HERE, check=True)
-            wall[mixer] = time.time() - start
+        systems = {
+            mixer: (
+                [f"hparams/bestrq_{mixer}.yaml"]
+                if args.no_cpu_defaults
+                else [CPU_YAML, f"--mixer={mixer}"]
+            )
+            + ["--noprogressbar"]
+            for mixer in args.mixers
+        }
+        wall = run_systems(HERE, systems, out=args.out, extra=extra, rerun=True)
     print(collect(outputs, wall, args.out / "mixer_table"))
 
 

@@ -215,8 +215,8 @@ class WaveformFrontEnd(nn.Module):
         Dropout on the projected features (HuBERT's ``dropout_input``).
 
     ``forward(wavs, wav_lens)`` returns ``x`` (batch, frames, d_model), ``lengths`` (batch,)
-    valid frames, and ``penalty``, the mean squared feature value over valid frames (HuBERT's
-    ``features_pen``, weighted in the loss).
+    valid frames, and ``penalty``, the mean squared CNN output over valid frames, before the
+    layer norm (HuBERT's ``features_pen``, weighted in the loss).
 
     Example
     -------
@@ -258,8 +258,9 @@ class WaveformFrontEnd(nn.Module):
         else:
             with torch.no_grad():
                 features, lengths = self.extractor(wavs, samples)
-        features = self.layer_norm(features.float())  # (batch, frames, channels)
         valid = ~lengths_to_padding_mask(lengths, features.shape[1])  # (batch, frames)
-        penalty = features.pow(2).mean(dim=-1)[valid].mean()
+        # HuBERT's penalty is on the CNN output, before the layer norm (which would make it ~1).
+        penalty = features.float().pow(2).mean(dim=-1)[valid].mean()
+        features = self.layer_norm(features.float())  # (batch, frames, channels)
         x = self.dropout(self.projection(features.to(self.projection.weight.dtype)))
         return x * valid.unsqueeze(-1).to(x.dtype), lengths, penalty
