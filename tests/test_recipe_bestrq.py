@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import recipe_runs
+import torch
 from processes import kill_when
 from recipe_runs import logged_steps, recipe_env, tiny_corpus_args
 
@@ -175,21 +176,93 @@ def test_ddp_gloo_two_processes_keep_identical_parameters(data_args, tmp_path):
     assert logged_steps(tmp_path)[-1][0] == 3
 
 
-def test_non_finite_loss_stops_with_a_clear_error(data_args, tmp_path):
-    # An infinite learning rate turns the weights into inf/nan after the first step.
+def _checkpoints(output: Path) -> list[Path]:
+    return sorted((output / "save").glob("CKPT+*"), key=lambda p: p.stat().st_mtime)
+
+
+def test_divergence_never_replaces_the_last_good_checkpoint(data_args, tmp_path):
+    args = [*data_args, *TINY, "--front_end=stack", "--ckpt_interval_steps=1"]
+    run_recipe("bestrq_fastformer.yaml", tmp_path, *args, "--optimizer_step_limit=3")
+    good = _checkpoints(tmp_path)
+    assert good
+    # The same folder with an infinite learning rate: the weights turn non-finite at step 4.
     proc = run_recipe(
-        "bestrq_fastformer.yaml",
-        tmp_path,
-        *data_args,
-        *TINY,
-        "--front_end=stack",
-        "--lr=.inf",
-        "--optimizer_step_limit=20",
-        "--nonfinite_patience=1",
+        "bestrq_fastformer.yaml", tmp_path, *args, "--lr=.inf", "--optimizer_step_limit=8",
         check=False,
-    )
+    )  # fmt: skip
     assert proc.returncode != 0
-    assert "Loss is not finite and patience is exhausted" in proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "optimiser step 4 made the weights non-finite" in output, output[-3000:]
+    assert "the learning rate (now inf) is likely too high" in output
+    assert (
+        "not saving a checkpoint" in (tmp_path / "log.txt").read_text()
+        or _checkpoints(tmp_path) == good
+    )
+    from speechbrain_ext import load_ssl_encoder
+
+    encoder = load_ssl_encoder(tmp_path)  # the last good checkpoint: finite, loadable
+    assert all(bool(torch.isfinite(p).all()) for p in encoder.parameters())
+    assert all(
+        all(bool(torch.isfinite(v).all()) for v in torch.load(c / "model.ckpt").values()
+            if torch.is_tensor(v) and v.is_floating_point())
+        for c in _checkpoints(tmp_path)
+    )  # fmt: skip
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(data_args, tmp_path):
+    args = [*data_args, *TINY, "--front_end=stack", "--ckpt_interval_steps=2"]
+    run_recipe("bestrq_fastformer.yaml", tmp_path, *args, "--optimizer_step_limit=4")
+    checkpoints = _checkpoints(tmp_path)
+    assert len(checkpoints) >= 2
+    newest = checkpoints[-1]
+    (newest / "model.ckpt").write_bytes((newest / "model.ckpt").read_bytes()[:100])  # truncated
+    run_recipe("bestrq_fastformer.yaml", tmp_path, *args, "--optimizer_step_limit=6")
+    log = (tmp_path / "log.txt").read_text()
+    assert f"checkpoint {newest} does not load" in log
+    assert logged_steps(tmp_path)[-1][0] == 6
+
+
+def test_a_rerun_with_another_model_or_data_stops_before_writing(data_args, tmp_path):
+    args = [*data_args, *TINY, "--front_end=stack", "--optimizer_step_limit=1"]
+    run_recipe("bestrq_fastformer.yaml", tmp_path, *args)
+    config = (tmp_path / "bestrq_model.json").read_text()
+    saved = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()}
+    for change, key in (
+        ("--d_model=48", "model.d_model"),
+        ("--data_folder=/no/such", "data_folder"),
+    ):
+        proc = run_recipe("bestrq_fastformer.yaml", tmp_path, *args, change, check=False)
+        assert proc.returncode != 0
+        assert "holds a run made with another model or other data" in proc.stderr, proc.stderr
+        assert key in proc.stderr and "--output_folder" in proc.stderr
+    assert (tmp_path / "bestrq_model.json").read_text() == config
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()} == saved
+    from speechbrain_ext import load_ssl_encoder
+
+    assert load_ssl_encoder(tmp_path).hidden_size == 32
+
+
+def test_a_resumed_run_gives_the_losses_of_an_uninterrupted_one(data_args, tmp_path):
+    args = [*data_args, *TINY, "--front_end=stack", "--optimizer_step_limit=8",
+            "--ckpt_interval_steps=2"]  # fmt: skip
+    straight = tmp_path / "straight"
+    run_recipe("bestrq_fastformer.yaml", straight, *args)
+    expected = dict(logged_steps(straight))
+    killed = tmp_path / "killed"
+    command = [sys.executable, "train.py", "hparams/bestrq_fastformer.yaml"]
+    command += [f"--output_folder={killed}", *args]
+
+    def five_steps_logged() -> bool:
+        log = killed / "train_log.txt"
+        return log.is_file() and any(step >= 5 for step, _ in logged_steps(killed))
+
+    kill_when(command, five_steps_logged, cwd=RECIPE, env=recipe_env(),
+              console=tmp_path / "console.txt")  # fmt: skip
+    assert max(step for step, _ in logged_steps(killed)) < 8, "the run ended before it was killed"
+    run_recipe("bestrq_fastformer.yaml", killed, *args)
+    resumed = dict(logged_steps(killed))  # later lines (after the resume) win
+    assert sorted(resumed) == sorted(expected) == list(range(1, 9))
+    assert resumed == expected
 
 
 def test_data_folder_prepares_librispeech(tmp_path):

@@ -8,6 +8,16 @@ checkpoint is written in a staging folder and renamed into place at the end
 (an atomic rename on one file system), so killing the process at any moment and
 rerunning the same command resumes from the last complete checkpoint.
 
+It also never keeps or resumes a bad state:
+
+- a save whose model or optimiser holds a non-finite value is refused (logged, nothing
+  written, older checkpoints kept), so a diverged run never replaces its last good checkpoint;
+- when the newest checkpoint does not load (truncated or zero-byte file, unreadable
+  ``CKPT.yaml``, non-finite weights), recovery warns with its path and the reason and falls
+  back to the next one;
+- a save that fails for lack of disk space or permission names the folder (and the space the
+  last checkpoint took).
+
 Example
 -------
 >>> import torch
@@ -19,16 +29,67 @@ Example
 (True, ['CKPT.yaml', 'layer.ckpt'])
 >>> checkpointer.find_checkpoint().meta["step"]
 1
+>>> with torch.no_grad():
+...     layer.weight[0, 0] = float("nan")
+>>> checkpointer.save_checkpoint(meta={"step": 2}) is None  # refused: non-finite weights
+True
+>>> with torch.no_grad():
+...     layer.weight[0, 0] = 0.5
+>>> ckpt = checkpointer.save_checkpoint(meta={"step": 3})
+>>> _ = (ckpt.path / "layer.ckpt").write_bytes(b"")  # the newest is damaged
+>>> checkpointer.recover_if_possible().meta["step"]  # falls back to the previous one
+1
 """
 
+import errno
 import logging
 import shutil
 from pathlib import Path
 
-from speechbrain.utils.checkpoints import CKPT_PREFIX, Checkpoint, Checkpointer
+import torch
+import yaml
+from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    METAFNAME,
+    PARAMFILE_EXT,
+    Checkpoint,
+    Checkpointer,
+)
 from speechbrain.utils.distributed import ddp_broadcast, if_main_process
 
+logger = logging.getLogger(__name__)
+
 STAGING = ".incomplete"
+
+
+def first_nonfinite(obj) -> str | None:
+    """The name of the first non-finite floating tensor of a module or optimiser, or None.
+
+    Example
+    -------
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> first_nonfinite(layer) is None
+    True
+    >>> with torch.no_grad():
+    ...     layer.bias[1] = float("inf")
+    >>> first_nonfinite(layer)
+    'bias'
+    """
+    if isinstance(obj, torch.nn.Module):
+        tensors = obj.state_dict().items()
+    elif isinstance(obj, torch.optim.Optimizer):
+        tensors = (
+            (f"state[{index}].{key}", value)
+            for index, state in enumerate(obj.state.values())
+            for key, value in state.items()
+        )
+    else:
+        return None
+    for name, tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()):
+                return name
+    return None
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -39,8 +100,48 @@ class AtomicCheckpointer(Checkpointer):
     emptied at every save) and moved into ``checkpoints_dir`` when complete.
     """
 
+    def nonfinite_recoverable(self) -> str | None:
+        """``"<recoverable>.<tensor>"`` of the first non-finite model/optimiser value, or None."""
+        for key, obj in self.recoverables.items():
+            name = first_nonfinite(obj)
+            if name is not None:
+                return f"{key}.{name}"
+        return None
+
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO):
-        """Save a checkpoint; it is visible only once every file is written."""
+        """Save a checkpoint; it is visible only once every file is written.
+
+        Returns None, and writes nothing, when a recoverable holds a non-finite value.
+        """
+        bad = self.nonfinite_recoverable()
+        if bad is not None:
+            logger.error(
+                "not saving a checkpoint: %s is not finite (the training diverged); the last "
+                "good checkpoint in %s is kept",
+                bad,
+                self.checkpoints_dir,
+            )
+            return None
+        try:
+            return self._save_atomically(meta, end_of_epoch, name, verbosity)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise
+            raise OSError(
+                error.errno,
+                f"cannot save a checkpoint in {self.checkpoints_dir}: {error.strerror} "
+                f"({self._space_hint()})",
+            ) from error
+
+    def _space_hint(self) -> str:
+        latest = self.find_checkpoint()
+        free = shutil.disk_usage(self.checkpoints_dir).free
+        if latest is None:
+            return f"{free / 1e6:.0f} MB free"
+        size = sum(p.stat().st_size for p in latest.path.iterdir() if p.is_file())
+        return f"a checkpoint takes {size / 1e6:.0f} MB; {free / 1e6:.0f} MB free"
+
+    def _save_atomically(self, meta, end_of_epoch, name, verbosity):
         final_dir = staging_root = None
         if if_main_process():
             final_dir = (
@@ -68,3 +169,57 @@ class AtomicCheckpointer(Checkpointer):
         staged.path.rename(final_dir)
         files = {key: final_dir / path.name for key, path in staged.paramfiles.items()}
         return Checkpoint(final_dir, staged.meta, files)
+
+    @staticmethod
+    def _construct_checkpoint_objects(checkpoint_dirs):
+        """SpeechBrain's, skipping (with a warning) a checkpoint whose CKPT.yaml is unreadable."""
+        checkpoints = []
+        for ckpt_dir in checkpoint_dirs:
+            try:
+                with open(ckpt_dir / METAFNAME, encoding="utf-8") as handle:
+                    meta = yaml.load(handle, Loader=yaml.SafeLoader)
+                if not isinstance(meta, dict):
+                    raise ValueError("not a mapping")
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                logger.warning("ignoring checkpoint %s: unreadable %s (%s)", ckpt_dir, METAFNAME,
+                               error)  # fmt: skip
+                continue
+            paramfiles = {
+                path.stem: path for path in ckpt_dir.iterdir() if path.suffix == PARAMFILE_EXT
+            }
+            checkpoints.append(Checkpoint(ckpt_dir, meta, paramfiles))
+        return checkpoints
+
+    def recover_if_possible(
+        self, importance_key=None, max_key=None, min_key=None, ckpt_predicate=None
+    ):
+        """Load the best checkpoint that loads; a damaged or non-finite one is skipped, with a
+        warning naming it and why, for the next best.
+        """
+        candidates = self.find_checkpoints(
+            importance_key=importance_key,
+            max_key=max_key,
+            min_key=min_key,
+            ckpt_predicate=ckpt_predicate,
+        )
+        for checkpoint in candidates:
+            try:
+                self.load_checkpoint(checkpoint)
+            except Exception as error:  # a truncated zip, an empty file, a missing key...
+                reason = f"{type(error).__name__}: {error}".strip()
+                logger.warning("checkpoint %s does not load (%s); trying an older one",
+                               checkpoint.path, reason or type(error).__name__)  # fmt: skip
+                continue
+            bad = self.nonfinite_recoverable()
+            if bad is not None:
+                logger.warning("checkpoint %s holds non-finite values (%s); trying an older one",
+                               checkpoint.path, bad)  # fmt: skip
+                continue
+            return checkpoint
+        if candidates:
+            raise RuntimeError(
+                f"no checkpoint in {self.checkpoints_dir} loads ({len(candidates)} tried; see "
+                "the warnings above); move that folder away to start afresh"
+            )
+        logger.info("Would load a checkpoint here, but none found yet.")
+        return None

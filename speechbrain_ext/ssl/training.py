@@ -23,18 +23,27 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import random
 import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_ext.hparams import load_recipe_hparams
+from speechbrain_ext.ssl.checkpoints import first_nonfinite
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ def setup_recipe(argv: list[str]):
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, base, applied = load_recipe_hparams(hparams_file, overrides)
     output_folder = Path(hparams["output_folder"])
+    check_run_folder(output_folder, run_identity(hparams))  # before anything is written
     sb.create_experiment_directory(
         experiment_directory=str(output_folder),
         hyperparams_to_save=str(base),
@@ -65,12 +75,126 @@ def setup_recipe(argv: list[str]):
     return hparams, run_opts, hparams_file
 
 
+RUN_FILE = "run.json"
+DATA_KEYS = (
+    "data_folder",
+    "builtin_folder",
+    "builtin_minutes",
+    "builtin_seed",
+    "train_csv",
+    "valid_csv",
+    "test_csv",
+    "train_splits",
+    "valid_split",
+    "test_split",
+    "avoid_if_longer_than",
+    "avoid_if_shorter_than",
+)
+"""The recipe keys that decide a run's data (with the model's config, a run folder's identity)."""
+
+
+class RunFolderMismatchError(RuntimeError):
+    """An output folder was made by a run with another model or other data."""
+
+
+def _normalised(value):
+    if isinstance(value, str) and os.sep in value:
+        return str(Path(value).expanduser().resolve())
+    if isinstance(value, list | tuple):
+        return [_normalised(v) for v in value]
+    return value
+
+
+def run_identity(hparams) -> dict:
+    """What makes a run folder's model and data: the model's config and the data keys.
+
+    Example
+    -------
+    >>> class Model:
+    ...     config = {"encoder": "conformer", "d_model": 32}
+    >>> identity = run_identity({"modules": {"model": Model()}, "data_folder": None, "seed": 1})
+    >>> identity["model"], identity["data"]
+    ({'encoder': 'conformer', 'd_model': 32}, {'data_folder': None})
+    """
+    model = hparams["modules"]["model"]
+    data = {key: _normalised(hparams[key]) for key in DATA_KEYS if key in hparams}
+    return {"model": json.loads(json.dumps(model.config)), "data": data}
+
+
+def _differences(recorded: dict, current: dict, prefix="") -> list[str]:
+    keys = sorted(set(recorded) | set(current))
+    differ = []
+    for key in keys:
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differ += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differ.append(f"{prefix}{key}: {old!r} there, {new!r} now")
+    return differ
+
+
+def check_run_folder(output_folder, identity: dict, *, write: bool = True) -> None:
+    """Stop when ``output_folder`` was made with another model or data; record it otherwise.
+
+    The first run writes ``run.json``; a rerun whose identity differs raises
+    :class:`RunFolderMismatchError` naming every differing key, before anything in the folder
+    is touched. Called again with more of the identity (the manifests' fingerprint, once they
+    are prepared), it checks and records that too.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path") / "run"
+    >>> check_run_folder(folder, {"model": {"d_model": 32}, "data": {"data_folder": None}})
+    >>> check_run_folder(folder, {"model": {"d_model": 64}, "data": {"data_folder": None}})
+    Traceback (most recent call last):
+    ...
+    speechbrain_ext.ssl.training.RunFolderMismatchError: ...model.d_model: 32 there, 64 now...
+    """
+    path = Path(output_folder) / RUN_FILE
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    comparable = {key: value for key, value in recorded.items() if key in identity}
+    differ = _differences(comparable, identity) if comparable else []
+    if differ:
+        raise RunFolderMismatchError(
+            f"{output_folder} holds a run made with another model or other data "
+            f"({'; '.join(differ)}). Nothing was changed. Rerun with the settings recorded in "
+            f"{path}, or pass a new --output_folder to start a fresh run."
+        )
+    if write and if_main_process() and {**recorded, **identity} != recorded:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({**recorded, **identity}, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+def manifests_fingerprint(manifests: dict) -> dict:
+    """SHA-256 of each manifest's bytes (split → hex digest)."""
+    return {
+        split: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        for split, path in sorted(manifests.items())
+    }
+
+
 def prepare_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
+    """Manifests (train, valid, test), and the run folder checked against their fingerprint.
+
+    See :func:`find_manifests` for where they come from. A run folder made from manifests of
+    other content stops here (:func:`check_run_folder`).
+    """
+    manifests = find_manifests(hparams, default_builtin_folder=default_builtin_folder)
+    for split, path in manifests.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"the {split} manifest {path} does not exist")
+    check_run_folder(hparams["output_folder"], {"manifests": manifests_fingerprint(manifests)})
+    return manifests
+
+
+def find_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
     """Manifests (train, valid, test): given, the built-in corpus's or LibriSpeech's.
 
     Reads ``train_csv``, ``valid_csv``, ``test_csv`` (all three or none), ``data_folder``
-    (LibriSpeech, with ``train_splits``, ``valid_split``, ``test_split``), ``builtin_folder``
-    and ``builtin_minutes``.
+    (LibriSpeech, with ``train_splits``, ``valid_split``, ``test_split``), ``builtin_folder``,
+    ``builtin_minutes`` and ``builtin_seed``.
     """
     given = {
         "train": hparams["train_csv"],
@@ -87,11 +211,10 @@ def prepare_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
 
         folder = Path(hparams["builtin_folder"] or default_builtin_folder)
         minutes = hparams["builtin_minutes"]
-        run_on_main(
-            ensure_builtin_corpus,
-            args=[folder],
-            kwargs={} if minutes is None else {"minutes": minutes},
-        )
+        kwargs = {} if minutes is None else {"minutes": minutes}
+        if hparams["builtin_seed"] is not None:
+            kwargs["seed"] = hparams["builtin_seed"]
+        run_on_main(ensure_builtin_corpus, args=[folder], kwargs=kwargs)
         manifests = folder / "manifests" / "librispeech"
         return {
             "train": manifests / "train.csv",
@@ -187,10 +310,67 @@ class SSLBrain(sb.Brain):
 
     sample_rate = 16000
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._nonfinite_in_step = False
+        if self.checkpointer is not None and "random_state" not in self.checkpointer.recoverables:
+            # Dropout, masks and noise draw from the global generators: checkpointed, so a
+            # resumed run draws what the uninterrupted one would have.
+            self.checkpointer.add_recoverable("random_state", RandomState())
+
     def on_fit_start(self):
         """Recover the checkpoint and start the first logging interval."""
         super().on_fit_start()
         self._reset_interval()
+
+    def check_loss_isfinite(self, loss):
+        """Count a non-finite loss; its optimiser step will be skipped (not counted, the
+        schedule not moved); past ``nonfinite_patience`` such batches the run stops.
+        """
+        if bool(torch.isfinite(loss)):
+            return
+        self._nonfinite_in_step = True
+        self.nonfinite_count += 1
+        logger.warning(
+            "non-finite loss (%s) at optimiser step %d; the step is skipped (%d of %d allowed)",
+            float(loss.detach()),
+            self.optimizer_step + 1,
+            self.nonfinite_count,
+            self.nonfinite_patience,
+        )
+        if self.nonfinite_count > self.nonfinite_patience:
+            raise NonFiniteTrainingError(
+                f"the loss was not finite in {self.nonfinite_count} batches (patience "
+                f"{self.nonfinite_patience}), the last at optimiser step "
+                f"{self.optimizer_step + 1}: {self._likely_cause()}"
+            )
+
+    def _likely_cause(self) -> str:
+        lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
+        folder = self.checkpointer.checkpoints_dir if self.checkpointer is not None else None
+        return (
+            f"the learning rate (now {lr}) is likely too high, or the data holds extreme "
+            f"values. Nothing non-finite was saved: the last good checkpoint in {folder} is "
+            "kept; rerun with a lower --lr to resume from it, or use a new --output_folder."
+        )
+
+    def optimizers_step(self):
+        """Set the step's learning rate and step, unless a loss of this step was non-finite;
+        stop at once if the step made the weights non-finite.
+        """
+        if self._nonfinite_in_step:
+            self._nonfinite_in_step = False
+            for optimizer in self.optimizers_dict.values():
+                optimizer.zero_grad(set_to_none=True)
+            return  # neither the step counter nor the schedule moves
+        self.hparams.lr_scheduler(self.optimizer)
+        super().optimizers_step()
+        bad = first_nonfinite(self.modules)
+        if bad is not None:
+            raise NonFiniteTrainingError(
+                f"optimiser step {self.optimizer_step} made the weights non-finite ({bad}): "
+                f"{self._likely_cause()}"
+            )
 
     def _reset_interval(self):
         self.interval = {"loss": 0.0, "batches": 0, "correct": 0, "masked": 0, "audio_s": 0.0}
@@ -212,11 +392,6 @@ class SSLBrain(sb.Brain):
         self.stage_correct += int(outputs["correct"])
         self.stage_masked += int(outputs["num_masked"])
         return outputs["loss"]
-
-    def on_fit_batch_start(self, batch, should_step):
-        """Set the learning rate of the coming optimiser step."""
-        if should_step:
-            self.hparams.lr_scheduler(self.optimizer)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Accumulate interval statistics; log every ``log_interval`` steps."""
@@ -277,14 +452,67 @@ class SSLBrain(sb.Brain):
         )
 
     def fit_splits(self, datasets, samplers, *, num_workers: int):
-        """``fit`` on the train and valid splits with their dynamic batch samplers."""
+        """``fit`` on the train and valid splits with their dynamic batch samplers.
+
+        The loaders draw their worker seeds from generators of their own, so that creating
+        them does not move the global random state (checkpointed for bit-identical resumes).
+        """
+        seed = int(self.hparams.seed)
+        loaders = {
+            split: {
+                "batch_sampler": samplers[split],
+                "num_workers": num_workers,
+                "generator": torch.Generator().manual_seed(seed + index),
+            }
+            for index, split in enumerate(("train", "valid"))
+        }
         self.fit(
             self.hparams.epoch_counter,
             datasets["train"],
             datasets["valid"],
-            train_loader_kwargs={"batch_sampler": samplers["train"], "num_workers": num_workers},
-            valid_loader_kwargs={"batch_sampler": samplers["valid"], "num_workers": num_workers},
+            train_loader_kwargs=loaders["train"],
+            valid_loader_kwargs=loaders["valid"],
         )
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """The training diverged (non-finite loss past the patience, or non-finite weights)."""
+
+
+@register_checkpoint_hooks
+class RandomState:
+    """Python's, NumPy's and torch's global random states, as a checkpoint recoverable.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "random.ckpt"
+    >>> state = RandomState()
+    >>> _ = torch.manual_seed(3); state.save(path); first = torch.rand(2)
+    >>> state.load(path); bool(torch.equal(torch.rand(2), first))
+    True
+    """
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the current states to ``path``."""
+        state = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),  # noqa: NPY002 (the global state is what we save)
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the states saved in ``path``."""
+        del end_of_epoch
+        state = torch.load(path, weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])  # noqa: NPY002
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def evaluation_batches(brain: SSLBrain, dataset, batch_sampler):
