@@ -17,8 +17,8 @@ yaml.
 Example
 -------
 >>> folder = getfixture("tmp_path")
->>> _ = (folder / "base.yaml").write_text("lr: 0.1\\nsteps: 10\\ntotal: !ref <lr> * <steps>\\n")
->>> _ = (folder / "fast.yaml").write_text("base: base.yaml\\nlr: 0.5\\n")
+>>> _ = (folder / "base.yaml").write_text("lr: 0.1\nsteps: 10\ntotal: !ref <lr> * <steps>\n")
+>>> _ = (folder / "fast.yaml").write_text("base: base.yaml\nlr: 0.5\n")
 >>> hparams, base, overrides = load_recipe_hparams(folder / "fast.yaml", "steps: 2")
 >>> hparams["total"], base.name, overrides
 (1.0, 'base.yaml', {'lr': 0.5, 'steps': 2})
