@@ -15,7 +15,7 @@ Example
 >>> [(spec, str(folder)) for spec, folder in quantization_stages(hparams)]
 [('w1a2', 'out/stage1_w1a2'), ('w1a1', 'out/stage2_w1a1')]
 >>> stage_folder_name(1, "w1a1,keep=encoder.front_end|head")
-'stage1_w1a1_keep-encoder.front_end-head'
+'stage1_w1a1-keep-encoder.front_end-head'
 """
 
 import json
