@@ -14,18 +14,31 @@ recipe shares (arguments, manifests, data pipeline, training loop, proof of lear
 ``speechbrain_ext.ssl.training``); this file holds the wiring. The proof of learning
 (held-out masked-prediction accuracy beside two baselines) goes to
 ``<output_folder>/results.{json,md}``.
+
+Quantization-aware training (BiT): ``--quantize=w1a1 --teacher=<FP32 output folder>`` trains a
+1-bit student by distillation from the teacher into the output folder (it loads with
+``load_ssl_encoder`` as the quantized encoder); ``--quantize_chain=[w1a4,w1a2,w1a1]`` runs the
+stages one after another in ``<output_folder>/stage<k>_<spec>`` (``speechbrain_ext.quant``).
 """
 
+import json
 import logging
 import sys
 from pathlib import Path
 
 from speechbrain.utils.distributed import if_main_process
 
+from speechbrain_ext.quant.stages import (
+    first_batch,
+    quantization_stages,
+    run_stages,
+    stages_markdown,
+)
 from speechbrain_ext.ssl.evaluate import proof_of_learning
-from speechbrain_ext.ssl.export import save_model_config
+from speechbrain_ext.ssl.export import save_model_config, save_quantization_spec
 from speechbrain_ext.ssl.training import (
     SSLBrain,
+    brain_in_folder,
     check_ddp_parameters,
     dataio_prepare,
     evaluation_batches,
@@ -40,53 +53,84 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUILTIN_FOLDER = Path(__file__).resolve().parents[2] / "data" / "builtin"
 
 
+def train(hparams, run_opts, model, folder: Path, datasets, samplers, manifests) -> dict | None:
+    """Train ``model`` (a BEST-RQ model, or a student in its DistillationModel) into ``folder``
+    and write the proof of learning there; returns the results (main process).
+    """
+    student = getattr(model, "student", model)
+    paths = {}
+    if folder == Path(hparams["output_folder"]):
+        paths = {"save_folder": hparams["save_folder"], "train_log": hparams["train_log"]}
+    if if_main_process():
+        save_model_config(student, folder)  # all load_ssl_encoder needs besides weights
+        save_quantization_spec(student, folder)  # a quantized student only
+    brain = brain_in_folder(
+        SSLBrain, hparams, run_opts, model=model, folder=folder, checkpointed=student, **paths
+    )
+    brain.sample_rate = student.encoder.features.sample_rate
+    logger.info(
+        "BEST-RQ %s (%s): %.2f M parameters, %d representations of width %d",
+        student.config["encoder"],
+        getattr(student, "quant_spec", "fp32"),
+        sum(p.numel() for p in student.parameters()) / 1e6,
+        student.encoder.num_layers,
+        student.encoder.hidden_size,
+    )
+    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
+    check_ddp_parameters(student, folder)
+    if not if_main_process():
+        return None
+    results = proof_of_learning(
+        student,
+        evaluation_batches(brain, datasets["test"], samplers["test"]),
+        train_batches=evaluation_batches(brain, datasets["train"], samplers["train"]),
+        seed=hparams["eval_seed"],
+        max_train_utterances=hparams["majority_max_utterances"],
+        max_batches=brain.debug_batches if brain.debug else None,
+    )
+    results["optimizer_steps"] = brain.optimizer_step
+    results["test_manifest"] = str(manifests["test"])
+    results["quantization"] = getattr(student, "quant_spec", "fp32")
+    if student is not model:
+        results["teacher"] = str(hparams["teacher"])
+    table = write_results(
+        folder,
+        results,
+        title="BEST-RQ masked-prediction accuracy on held-out speakers",
+        description=(
+            f"Model: `{student.config['encoder']}` ({results['quantization']}), "
+            f"{brain.optimizer_step} optimiser steps; test set `{manifests['test']}`."
+        ),
+    )
+    print(table)
+    return results
+
+
 def main(argv):
     hparams, run_opts, _ = setup_recipe(argv)
     output_folder = Path(hparams["output_folder"])
     manifests = prepare_manifests(hparams, default_builtin_folder=DEFAULT_BUILTIN_FOLDER)
     datasets, samplers = dataio_prepare(hparams, manifests)
-
-    model = hparams["modules"]["model"]
-    if if_main_process():
-        save_model_config(model, output_folder)  # all load_ssl_encoder needs besides weights
-    brain = SSLBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["optimizer"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
+    data = (datasets, samplers, manifests)
+    stages = quantization_stages(hparams)
+    if not stages:  # the FP32 pretraining
+        train(hparams, run_opts, hparams["modules"]["model"], output_folder, *data)
+        return
+    all_results = run_stages(
+        hparams,
+        stages,
+        train_stage=lambda model, folder: train(hparams, run_opts, model, folder, *data),
+        calibration_batch=first_batch(datasets["train"], samplers["train"]),
     )
-    brain.sample_rate = model.encoder.features.sample_rate
-    logger.info(
-        "BEST-RQ %s: %.2f M parameters, %d representations of width %d",
-        model.config["encoder"],
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        model.encoder.num_layers,
-        model.encoder.hidden_size,
-    )
-    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
-    check_ddp_parameters(model, output_folder)
-
-    if if_main_process():
-        results = proof_of_learning(
-            model,
-            evaluation_batches(brain, datasets["test"], samplers["test"]),
-            train_batches=evaluation_batches(brain, datasets["train"], samplers["train"]),
-            seed=hparams["eval_seed"],
-            max_train_utterances=hparams["majority_max_utterances"],
-            max_batches=brain.debug_batches if brain.debug else None,
+    if if_main_process() and hparams["quantize_chain"]:
+        teacher_results = Path(hparams["teacher"]) / "results.json"
+        table = stages_markdown(
+            all_results,
+            teacher_results=json.loads(teacher_results.read_text())
+            if teacher_results.is_file()
+            else None,
         )
-        results["optimizer_steps"] = brain.optimizer_step
-        results["test_manifest"] = str(manifests["test"])
-        table = write_results(
-            output_folder,
-            results,
-            title="BEST-RQ masked-prediction accuracy on held-out speakers",
-            description=(
-                f"Model: `{model.config['encoder']}`, {brain.optimizer_step} optimiser steps; "
-                f"test set `{manifests['test']}`."
-            ),
-        )
+        (output_folder / "results.md").write_text(f"# BEST-RQ quantization chain\n\n{table}\n")
         print(table)
 
 

@@ -6,6 +6,8 @@
 - :mod:`.spec`: the ``"w1a1,keep=..."`` specifications;
 - :mod:`.model`: :func:`quantize_model` and the bit widths a quantized model reports;
 - :mod:`.packing`: real 1-bit (k-bit) models on disk, :func:`pack_model`, :func:`load_packed`;
+- :mod:`.distill`: BiT multi-distillation, :class:`DistillationModel`, :func:`make_student`;
+- :mod:`.stages`: a recipe's quantization stages (one student, or W1A4 → W1A2 → W1A1);
 - :mod:`.xnor`: a bit-packed XNOR-popcount matrix product for W1A1 layers on CPU.
 
 ``python -m speechbrain_ext.quant pack|errors`` are the command lines. See
@@ -21,6 +23,7 @@ Example
 torch.Size([1, 6, 16])
 """
 
+from speechbrain_ext.quant.distill import DistillationModel, make_student
 from speechbrain_ext.quant.model import (
     initialize_quantizers,
     is_quantized,
@@ -33,10 +36,12 @@ from speechbrain_ext.quant.model import (
 from speechbrain_ext.quant.spec import QuantSpec, parse_spec
 
 __all__ = [
+    "DistillationModel",
     "QuantSpec",
     "initialize_quantizers",
     "is_quantized",
     "load_fp32_state_dict",
+    "make_student",
     "parse_spec",
     "quant_spec",
     "quantize_model",

@@ -7,7 +7,10 @@ A BEST-RQ or HuBERT recipe output folder holds everything needed, with no recipe
   :func:`~speechbrain_ext.ssl.hubert_model.build_hubert_model`), written by
   :func:`save_model_config` when training starts;
 - ``save/CKPT+*/model.ckpt``: SpeechBrain checkpoints of the whole model's
-  ``state_dict`` (weights, frozen quantizer, feature normalisation statistics).
+  ``state_dict`` (weights, frozen quantizer, feature normalisation statistics);
+- for a quantized model only (a distilled student, ``docs/quantization.md``),
+  ``quantization.json``: the spec given to :func:`~speechbrain_ext.quant.quantize_model`,
+  applied before the weights are loaded, written by :func:`save_quantization_spec`.
 
 A HuBERT run keeps one such folder per iteration (``iter1``, ``iter2``...); its output folder
 designates the latest iteration that has a checkpoint.
@@ -47,6 +50,7 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from torch import nn
 
+from speechbrain_ext.quant.model import quant_spec, quantize_model
 from speechbrain_ext.ssl.hubert_model import build_hubert_model
 from speechbrain_ext.ssl.model import build_bestrq_model
 
@@ -56,6 +60,7 @@ BUILDERS = {"bestrq": build_bestrq_model, "hubert": build_hubert_model}
 """SSL framework → the builder whose keyword arguments its config file holds."""
 CONFIG_NAMES = {f"{framework}_model.json": framework for framework in BUILDERS}
 CONFIG_NAME = "bestrq_model.json"
+QUANTIZATION_NAME = "quantization.json"
 CHECKPOINT_DIR = "save"
 MODEL_FILE = "model.ckpt"
 ITERATION_FOLDER = re.compile(r"^iter(\d+)$")
@@ -66,6 +71,30 @@ def save_model_config(model: nn.Module, folder) -> Path:
     path = Path(folder) / f"{model.framework}_model.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def save_quantization_spec(model: nn.Module, folder) -> Path | None:
+    """Write ``model``'s quantization spec to ``<folder>/quantization.json`` (a quantized model
+    only: an FP32 one leaves no file, and removes a stale one) and return the path.
+
+    Example
+    -------
+    >>> from speechbrain_ext.quant import quantize_model
+    >>> folder = getfixture("tmp_path")
+    >>> save_quantization_spec(torch.nn.Linear(2, 2), folder) is None
+    True
+    >>> path = save_quantization_spec(quantize_model(torch.nn.Linear(2, 2), "w1a2"), folder)
+    >>> json.loads(path.read_text())
+    {'spec': 'w1a2'}
+    """
+    path = Path(folder) / QUANTIZATION_NAME
+    spec = quant_spec(model)
+    if spec == "fp32":
+        path.unlink(missing_ok=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"spec": spec}) + "\n")
     return path
 
 
@@ -144,7 +173,8 @@ def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.M
     """The whole pretraining model (BEST-RQ or HuBERT: encoder and head) saved under ``path``.
 
     With ``pretrained=False`` only the configuration is read and the model keeps
-    its random initialisation.
+    its random initialisation. A folder with a ``quantization.json`` gives the quantized model
+    (its spec applied before the weights are loaded).
     """
     if pretrained:
         config_path, weights = resolve_model_files(path)
@@ -158,6 +188,9 @@ def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.M
     framework = CONFIG_NAMES[config_path.name]
     config = json.loads(config_path.read_text())
     model = BUILDERS[framework](**config)
+    quantization = config_path.parent / QUANTIZATION_NAME
+    if quantization.is_file():
+        model = quantize_model(model, json.loads(quantization.read_text())["spec"])
     if pretrained:
         state = torch.load(weights, map_location=map_location)
         model.load_state_dict(state)

@@ -173,7 +173,8 @@ class HubertModel(nn.Module):
         dict
             ``loss``, ``logits`` (batch, frames, num_classes), ``targets``, ``mask`` (True
             where the masked loss is taken) and ``valid`` (batch, frames), ``correct`` and
-            ``num_masked`` (0-dim counts), ``feature_penalty``.
+            ``num_masked`` (0-dim counts), ``feature_penalty``, ``hidden_states`` (every
+            representation of the masked input; what distillation matches).
         """
         x, lengths, penalty = self.encoder.extract(wavs, wav_lens)
         frames = x.shape[1]
@@ -193,8 +194,8 @@ class HubertModel(nn.Module):
             generator=generator,
         )
         masked = torch.where(mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-        hidden = self.encoder.represent(masked, lengths)[-1]  # (batch, frames, d_model)
-        logits = self.head(hidden)  # (batch, frames, num_classes)
+        hidden_states = self.encoder.represent(masked, lengths)  # each (batch, frames, d_model)
+        logits = self.head(hidden_states[-1])  # (batch, frames, num_classes)
         loss = hubert_loss(logits, targets, mask, valid, unmasked_weight=self.unmasked_weight)
         loss = loss + self.feature_penalty_weight * penalty
         correct, num_masked = masked_accuracy(logits, targets, mask)
@@ -207,6 +208,7 @@ class HubertModel(nn.Module):
             "correct": correct,
             "num_masked": num_masked,
             "feature_penalty": penalty.detach(),
+            "hidden_states": hidden_states,
         }
 
     def encode(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[torch.Tensor]:

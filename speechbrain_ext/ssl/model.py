@@ -155,13 +155,15 @@ class BestRQModel(nn.Module):
         dict
             ``loss`` (masked cross-entropy), ``logits`` (batch, frames,
             codebook_size), ``targets`` and ``mask`` (batch, frames; True where the
-            loss is taken), ``correct`` and ``num_masked`` (0-dim counts).
+            loss is taken), ``valid`` (batch, frames; False on padding), ``correct`` and
+            ``num_masked`` (0-dim counts), ``hidden_states`` (every representation of the
+            masked input, as :meth:`BestRQEncoder.represent`; what distillation matches).
         """
         feats, lengths = self.encoder.extract(wavs, wav_lens)
         targets = self.objective.targets(feats)  # from the unmasked features
         masked, mask = self.objective.mask(feats, lengths, generator=generator)
-        hidden = self.encoder.represent(masked, lengths)[-1]  # (batch, frames, d_model)
-        logits = self.head(hidden)  # (batch, frames, codebook_size)
+        hidden_states = self.encoder.represent(masked, lengths)  # each (batch, frames, d_model)
+        logits = self.head(hidden_states[-1])  # (batch, frames, codebook_size)
         loss = self.objective.loss(logits, targets, mask)
         correct, num_masked = masked_accuracy(logits, targets, mask)
         return {
@@ -169,9 +171,17 @@ class BestRQModel(nn.Module):
             "logits": logits,
             "targets": targets,
             "mask": mask,
+            "valid": self._valid_frames(lengths, logits.shape[1]).to(logits.device),
             "correct": correct,
             "num_masked": num_masked,
+            "hidden_states": hidden_states,
         }
+
+    def _valid_frames(self, lengths: torch.Tensor, frames: int) -> torch.Tensor:
+        """Bool (batch, frames), True on frames holding audio (``lengths``: fbank frames)."""
+        stride = self.objective.stack
+        valid_frames = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
+        return torch.arange(frames, device=lengths.device) < valid_frames.unsqueeze(1)
 
     def encode(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[torch.Tensor]:
         """Every representation without masking: front end output, then each layer's."""
@@ -187,10 +197,7 @@ class BestRQModel(nn.Module):
         """Targets (batch, frames) of the unmasked audio and which frames are valid."""
         feats, lengths = self.encoder.extract(wavs, wav_lens)
         targets = self.objective.targets(feats)  # (batch, frames)
-        stride = self.objective.stack
-        frames = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
-        valid = torch.arange(targets.shape[1], device=targets.device) < frames.unsqueeze(1)
-        return targets, valid
+        return targets, self._valid_frames(lengths, targets.shape[1]).to(targets.device)
 
     def fresh_like(self) -> "BestRQModel":
         """A randomly initialised model of this configuration, with this model's frozen

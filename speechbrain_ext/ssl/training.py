@@ -10,7 +10,8 @@ iterations); the rest is here, once:
 - :func:`dataio_prepare`: datasets with a ``sig`` item (and any recipe items), dynamic batching;
 - :class:`SSLBrain`: the masked-prediction training loop (Noam schedule, interval logging to the
   text log and TensorBoard with loss, accuracy, lr and audio seconds per second, a checkpoint
-  after every validation);
+  after every validation); :func:`brain_in_folder` builds one whose scheduler, epoch counter,
+  checkpoints and logs belong to one folder (a HuBERT iteration, a quantization stage);
 - :func:`evaluation_batches`, :func:`write_results`: the held-out proof of learning;
 - :func:`check_ddp_parameters`, :func:`shutdown_distributed`: DDP checks and a clean exit.
 
@@ -513,6 +514,53 @@ class RandomState:
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def brain_in_folder(
+    brain_class,
+    hparams,
+    run_opts,
+    *,
+    model,
+    folder,
+    checkpointed=None,
+    save_folder=None,
+    train_log=None,
+) -> SSLBrain:
+    """A ``brain_class`` training ``model`` with a fresh scheduler and epoch counter, its
+    checkpoints in ``save_folder`` (default ``<folder>/save``), its text log in ``train_log``
+    (default ``<folder>/train_log.txt``) and TensorBoard in ``<folder>/tensorboard``.
+
+    ``hparams`` gives ``lr_scheduler``, ``epoch_counter``, ``checkpointer``, ``train_logger``
+    and ``tensorboard_logger`` as partials (yaml ``!name:``) and ``optimizer``. The checkpoints
+    hold ``checkpointed`` as ``model`` (default ``model``; a distillation run keeps its student
+    only), the scheduler and the counter.
+    """
+    folder = Path(folder)
+    lr_scheduler = hparams["lr_scheduler"]()
+    epoch_counter = hparams["epoch_counter"]()
+    checkpointer = hparams["checkpointer"](
+        checkpoints_dir=Path(save_folder or folder / "save"),
+        recoverables={
+            "model": model if checkpointed is None else checkpointed,
+            "lr_scheduler": lr_scheduler,
+            "counter": epoch_counter,
+        },
+    )
+    folder_hparams = {
+        **hparams,
+        "lr_scheduler": lr_scheduler,
+        "epoch_counter": epoch_counter,
+        "train_logger": hparams["train_logger"](save_file=train_log or folder / "train_log.txt"),
+        "tensorboard_logger": hparams["tensorboard_logger"](save_dir=folder / "tensorboard"),
+    }
+    return brain_class(
+        modules={"model": model},
+        opt_class=hparams["optimizer"],
+        hparams=folder_hparams,
+        run_opts=run_opts,
+        checkpointer=checkpointer,
+    )
 
 
 def evaluation_batches(brain: SSLBrain, dataset, batch_sampler):
