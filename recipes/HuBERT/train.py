@@ -37,6 +37,7 @@ from speechbrain_ext.ssl.targets import (
 )
 from speechbrain_ext.ssl.training import (
     SSLBrain,
+    brain_in_folder,
     check_ddp_parameters,
     dataio_prepare,
     evaluation_batches,
@@ -140,26 +141,7 @@ def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
         )
     if if_main_process():
         save_model_config(model, folder)  # all load_ssl_encoder needs besides weights
-    lr_scheduler = hparams["lr_scheduler"]()
-    epoch_counter = hparams["epoch_counter"]()
-    checkpointer = hparams["checkpointer"](
-        checkpoints_dir=folder / "save",
-        recoverables={"model": model, "lr_scheduler": lr_scheduler, "counter": epoch_counter},
-    )
-    iteration_hparams = {
-        **hparams,
-        "lr_scheduler": lr_scheduler,
-        "epoch_counter": epoch_counter,
-        "train_logger": hparams["train_logger"](save_file=folder / "train_log.txt"),
-        "tensorboard_logger": hparams["tensorboard_logger"](save_dir=folder / "tensorboard"),
-    }
-    brain = HubertBrain(
-        modules={"model": model},
-        opt_class=hparams["optimizer"],
-        hparams=iteration_hparams,
-        run_opts=run_opts,
-        checkpointer=checkpointer,
-    )
+    brain = brain_in_folder(HubertBrain, hparams, run_opts, model=model, folder=folder)
     logger.info(
         "HuBERT iteration %d, %s: %.2f M parameters, %d classes, %d representations of width %d",
         iteration,

@@ -90,8 +90,9 @@ def measure(encoder: str, *, bits: str, seconds: float, seed: int = 0) -> list[d
     model = model.eval()
     calibration = synthetic_speech(seconds, sentence=0)
     held_out = synthetic_speech(seconds, sentence=2)
-    with torch.no_grad():
-        reference = model(held_out)
+    ones = torch.ones(1)
+    with torch.no_grad():  # the encoder layers' outputs (the front end's, first, is FP32)
+        reference = model(held_out, ones)[1:]
     rows = []
     for group, (patterns, attention) in GROUPS.items():
         spec = {"bits": bits, "only": patterns.split("|"), "attention": attention}
@@ -99,9 +100,9 @@ def measure(encoder: str, *, bits: str, seconds: float, seed: int = 0) -> list[d
         if not spec["only"]:
             continue  # e.g. no convolution in this encoder
         student = quantize_model(copy.deepcopy(model), spec)
-        initialize_quantizers(student, calibration)
+        initialize_quantizers(student, calibration, ones)
         with torch.no_grad():
-            errors = layer_errors(reference, student(held_out))
+            errors = layer_errors(reference, student(held_out, ones)[1:])
         for layer, (rel, cos) in enumerate(errors, start=1):
             rows.append(
                 {

@@ -217,13 +217,17 @@ class MambaBlock(nn.Module):
             reversed_out = self._forward_kernels(u.gather(1, index.expand_as(u)))
             return reversed_out.gather(1, index.expand_as(reversed_out))
         x, z = self.in_proj(u).chunk(2, dim=-1)  # each (batch, time, d_inner), views
-        x = F.silu(depthwise_conv1d(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse))
+        x = F.silu(self._convolve(x, reverse=reverse, key_padding_mask=key_padding_mask))
         if reverse and key_padding_mask is not None:
             suffix_padding_lengths(key_padding_mask)  # padding after the valid frames only
             x = zero_padded(x, key_padding_mask)  # the state stays 0 until the utterance's end
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         # Δ = softplus(dt_proj(dt)): the bias and the softplus are applied inside the scan
-        delta = F.linear(dt, self.dt_proj.weight)  # (batch, time, d_inner)
+        delta_bias = self.dt_proj.bias
+        if type(self.dt_proj) is nn.Linear:
+            delta = F.linear(dt, self.dt_proj.weight)  # (batch, time, d_inner)
+        else:  # a replaced layer (a quantized one...) runs its own forward, bias included
+            delta, delta_bias = self.dt_proj(dt), None
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
         y = selective_scan(  # (C·h + D x) · SiLU(z), gated inside the scan
             x,
@@ -234,11 +238,33 @@ class MambaBlock(nn.Module):
             self.D,
             z=z,
             reverse=reverse,
-            delta_bias=self.dt_proj.bias,
+            delta_bias=delta_bias,
             delta_softplus=True,
             chunk_size=self.chunk_size,
         )
         return self.out_proj(y)
+
+    def _convolve(self, x: torch.Tensor, *, reverse: bool, key_padding_mask=None) -> torch.Tensor:
+        """The depthwise convolution of ``x`` (batch, time, d_inner): causal, or looking ahead.
+
+        A plain ``nn.Conv1d`` runs as :func:`depthwise_conv1d` on the channels-last tensor; a
+        replaced one (a quantized convolution, whose forward quantizes its weight and input)
+        runs its own forward causally, for ``reverse`` on each utterance's valid frames in
+        reverse order with its padding left at the end: a quantized input is not zero on padded
+        frames, so they must never be looked at.
+        """
+        if type(self.conv1d) is nn.Conv1d:
+            return depthwise_conv1d(x, self.conv1d.weight, self.conv1d.bias, reverse=reverse)
+
+        def causal(sequence):
+            return self.conv1d(sequence.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+
+        if not reverse:
+            return causal(x)
+        if key_padding_mask is None:
+            return causal(x.flip(1)).flip(1)
+        index = reverse_valid_index(key_padding_mask)[..., None].expand_as(x)
+        return causal(x.gather(1, index)).gather(1, index)
 
     def _forward_kernels(self, u: torch.Tensor) -> torch.Tensor:
         """The same computation on ``mamba_ssm`` (and ``causal_conv1d``) CUDA kernels."""
