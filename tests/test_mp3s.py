@@ -452,3 +452,34 @@ def test_fine_tuning_updates_the_encoder(tiny_manifests, tmp_path):
     changed = [k for k, v in tuned.items() if torch.is_tensor(v) and v.is_floating_point()
                and not torch.equal(v, original[k])]  # fmt: skip
     assert changed
+
+
+def make_tiny_hubert(folder: Path) -> Path:
+    """A HuBERT run folder (one trained iteration) that load_ssl_encoder reads (random weights)."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from speechbrain_ext.ssl.export import save_model_config
+    from speechbrain_ext.ssl.hubert_model import build_hubert_model
+
+    model = build_hubert_model(
+        "conformer", num_classes=8, num_layers=2, d_model=32, nhead=4, kernel_size=7,
+        extractor_channels=16, final_dim=8,
+    )  # fmt: skip
+    save_model_config(model, folder / "iter1")
+    Checkpointer(folder / "iter1" / "save", {"model": model}).save_checkpoint()
+    return folder
+
+
+def test_a_hubert_run_folder_is_an_mp3s_encoder(tiny_manifests, tmp_path):
+    encoder_folder = make_tiny_hubert(tmp_path / "tiny_hubert")
+    spec = importlib.util.spec_from_file_location("mp3s_slurp_h", ROOT / "MP3S/SLURP/train.py")
+    slurp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slurp)
+    results = slurp.main([
+        str(ROOT / "MP3S" / "SLURP" / "hparams" / "meanpool_linear.yaml"),
+        f"--encoder={encoder_folder}", "--number_of_epochs=1", f"--manifest_root={tiny_manifests}",
+        f"--output_folder={tmp_path / 'out'}", "--noprogressbar",
+        f"--cache_folder={tmp_path / 'cache'}",
+    ])  # fmt: skip
+    assert math.isfinite(results["value"]) and 0.0 <= results["value"] <= 100.0
+    assert len(results["layer_weights"]) == 3  # the CNN's projection + 2 encoder layers

@@ -173,3 +173,18 @@ def test_profile_takes_a_hubert_yaml(tmp_path, monkeypatch):
     # Study A's Sparseformer-DN-S at its own size, inside the recipe's waveform front end
     assert 12e6 < row["params"] < 20e6 and row["gflop"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_cpu_configuration_is_one_file_used_everywhere():
+    """make hubert-demo, run_encoder_table.py and the README run hparams/cpu.yaml."""
+    sys.path.insert(0, str(RECIPE))
+    try:
+        from run_encoder_table import CPU_SHAPES, CPU_YAML
+    finally:
+        sys.path.remove(str(RECIPE))
+    assert CPU_YAML == "hparams/cpu.yaml" and sorted(CPU_SHAPES) == sorted(STUDY_A.values())
+    makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    assert "train.py hparams/cpu.yaml --encoder=conformer_s" in makefile
+    assert "hparams/cpu.yaml" in (RECIPE / "README.md").read_text()
+    base, values = resolve_variant(RECIPE / CPU_YAML)
+    assert base.name == "hubert.yaml" and values["optimizer_step_limit"] == values["total_steps"]
