@@ -549,7 +549,7 @@ def check_encoder(spec: str) -> None:
     >>> check_encoder("no/such/model")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: --encoder no/such/model: no such model file or folder: no/such/model
+    FileNotFoundError: --encoder no/such/model: no such file or folder: no/such/model
     """
     if str(spec) == FBANK:
         return

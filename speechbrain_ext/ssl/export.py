@@ -210,7 +210,7 @@ def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.M
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such model file or folder: {path}")
+        raise FileNotFoundError(f"no such file or folder: {path}")
     if pretrained:
         config_path, weights = resolve_model_files(path)
     else:
