@@ -178,6 +178,40 @@ def test_bf16_forward_is_finite(kind, mixer, options):
     assert all(torch.isfinite(out[~mask]).all() for out in outputs)
 
 
+@pytest.mark.parametrize(("kind", "mixer", "options"), CASES, ids=IDS)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_zero_length_input_gives_empty_outputs(kind, mixer, options, with_mask):
+    encoder = make(kind, mixer, options).eval()
+    x = torch.randn(2, 0, D_MODEL, requires_grad=True)
+    mask = torch.zeros(2, 0, dtype=torch.bool) if with_mask else None
+    outputs = encoder(x, key_padding_mask=mask)
+    assert len(outputs) == encoder.num_layers
+    assert all(out.shape == (2, 0, D_MODEL) for out in outputs)
+    sum(out.sum() for out in outputs).backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize(("kind", "mixer", "options"), CASES, ids=IDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_padding_never_reaches_valid_frames(kind, mixer, options, bad):
+    """Eval: each utterance equals itself alone. Train (batch norm statistics, convolutions
+    over padding): the valid outputs equal those of the same batch with finite padding."""
+    encoder = make(kind, mixer, options).eval()
+    x, mask = padded_batch()
+    poisoned = x.masked_fill(mask.unsqueeze(-1), bad)
+    with torch.no_grad():
+        assert_matches_alone(encoder, poisoned, mask, LENGTHS)
+    encoder.train()
+    reference = encoder(x, key_padding_mask=mask)
+    poisoned.requires_grad_(True)
+    outputs = encoder(poisoned, key_padding_mask=mask)
+    for ref, out in zip(reference, outputs):
+        assert torch.isfinite(out[~mask]).all()
+        torch.testing.assert_close(out[~mask], ref[~mask], atol=1e-5, rtol=0)
+    sum(out[~mask].sum() for out in outputs).backward()
+    assert torch.isfinite(poisoned.grad).all()
+
+
 def test_every_kind_is_covered():
     assert {kind for kind, _, _ in CASES} == set(list_encoders())
     assert {mixer for kind, mixer, _ in CASES if kind == "transformer"} == set(MIXERS)

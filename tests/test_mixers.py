@@ -147,6 +147,37 @@ def test_bf16_forward_on_cpu(name, options):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_zero_length_input_gives_empty_output(name, options, with_mask):
+    """Every mixer maps (batch, 0, d_model) to an empty (batch, 0, d_model), mask or not."""
+    mixer = make(name, options).eval()
+    x = torch.randn(2, 0, D_MODEL, requires_grad=True)
+    mask = torch.zeros(2, 0, dtype=torch.bool) if with_mask else None
+    out = mixer(x, key_padding_mask=mask)
+    assert out.shape == (2, 0, D_MODEL)
+    assert out.dtype == x.dtype
+    out.sum().backward()  # an empty batch must not break the backward pass either
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_padding_never_reaches_valid_frames(name, options, bad):
+    """ "Whatever the padded frames contain" includes NaN and inf (NaN * 0 is NaN)."""
+    mixer = make(name, options).eval()
+    x, mask = padded_batch()
+    x = x.masked_fill(mask.unsqueeze(-1), bad).requires_grad_(True)
+    batched = mixer(x, key_padding_mask=mask)
+    assert torch.isfinite(batched[~mask]).all(), f"{name}: {bad} in padding reached valid frames"
+    for b, length in enumerate(LENGTHS):
+        alone = mixer(x[b : b + 1, :length].detach())
+        torch.testing.assert_close(batched[b, :length], alone[0], atol=1e-5, rtol=1e-5)
+    batched[~mask].sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[mask].abs().max() == 0
+
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(KeyError) as error:
         build_mixer("no_such_mixer", d_model=D_MODEL, nhead=NHEAD)

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -452,6 +453,167 @@ def test_fine_tuning_updates_the_encoder(tiny_manifests, tmp_path):
     changed = [k for k, v in tuned.items() if torch.is_tensor(v) and v.is_floating_point()
                and not torch.equal(v, original[k])]  # fmt: skip
     assert changed
+
+
+# ---------------------------------------------------------------------------- reliability
+def poison_checkpoint(folder: Path) -> Path:
+    """Put a NaN into the weights of the (only) checkpoint of ``folder``; its model.ckpt."""
+    (weights,) = (folder / "save").glob("CKPT+*/model.ckpt")
+    state = torch.load(weights, map_location="cpu")
+    name = next(k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save(state, weights)
+    return weights
+
+
+def make_tiny_hubert_run(folder: Path, iterations=(1, 2), trained=(1, 2)) -> Path:
+    """A HuBERT run folder: ``iter<N>/hubert_model.json`` and, when trained, ``save/``."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from speechbrain_ext.ssl.export import save_model_config
+    from speechbrain_ext.ssl.hubert_model import build_hubert_model
+
+    for iteration in iterations:
+        model = build_hubert_model(
+            "conformer", num_layers=iteration + 1, d_model=32, nhead=4, kernel_size=7,
+            num_classes=8, final_dim=16, extractor_channels=32,
+        )  # fmt: skip
+        save_model_config(model, folder / f"iter{iteration}")
+        if iteration in trained:
+            Checkpointer(folder / f"iter{iteration}" / "save", {"model": model}).save_checkpoint()
+    return folder
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    from speechbrain_ext import load_ssl_encoder
+    from speechbrain_ext.mp3s.baselines import load_mp3s_encoder
+    from speechbrain_ext.ssl.export import load_ssl_model
+
+    folder = make_tiny_bestrq(tmp_path / "diverged")
+    weights = poison_checkpoint(folder)
+    for load in (load_ssl_encoder, load_ssl_model, load_mp3s_encoder):
+        with pytest.raises(ValueError, match="non-finite") as error:
+            load(folder)
+        assert str(weights) in str(error.value)
+    # The random baseline never reads the weights: its configuration still builds.
+    assert load_ssl_encoder(folder, pretrained=False).num_layers == 3
+
+
+def test_non_finite_features_are_refused(tmp_path):
+    from speechbrain_ext.mp3s.featurizer import NonFiniteFeaturesError
+
+    encoder = TinyEncoder()
+    with torch.no_grad():
+        encoder.layers[1].bias[0] = float("nan")
+    featurizer = SSLFeaturizer(encoder=encoder)
+    with pytest.raises(NonFiniteFeaturesError, match=r"layer\(s\) \[2\]"):
+        featurizer.encode_layers(torch.randn(2, 1600), torch.ones(2))
+    with pytest.raises(NonFiniteFeaturesError):
+        featurizer(torch.randn(2, 1600), torch.ones(2))
+    cache = LayerFeatureCache(tmp_path, key="tiny")
+    with pytest.raises(NonFiniteFeaturesError, match="float16"):  # finite, but overflows fp16
+        cache.save("utt1", "a.wav", torch.full((3, 1, 4), 1e6))
+    with pytest.raises(NonFiniteFeaturesError):
+        cache.save("utt1", "a.wav", torch.full((3, 1, 4), float("nan")))
+    assert not cache.has("utt1", "a.wav")
+    with pytest.raises(NonFiniteFeaturesError):
+        cache.fill(featurizer, [{"ID": "u", "wav": str(write_wav(tmp_path / "u.wav"))}])
+    assert not cache.has("u", str(tmp_path / "u.wav"))
+    cache.path("old", "b.wav").parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.full((3, 1, 4), float("nan")).half(), cache.path("old", "b.wav"))
+    with pytest.raises(NonFiniteFeaturesError, match="delete"):  # a bad cache is never reused
+        cache.load("old", "b.wav")
+
+
+def write_wav(path: Path, seconds: float = 0.2) -> Path:
+    audio_io.save(str(path), 0.1 * torch.randn(1, int(16000 * seconds)), 16000)
+    return path
+
+
+def test_misspelt_or_unrelated_paths_never_load_a_parent_folders_model(tmp_path):
+    from speechbrain_ext import load_ssl_encoder
+    from speechbrain_ext.mp3s.baselines import load_mp3s_encoder
+
+    folder = make_tiny_bestrq(tmp_path / "bestrq")
+    (folder / "logs").mkdir()
+    (ckpt,) = (folder / "save").glob("CKPT+*")
+    for path in (folder / "sav", folder / "save" / "CKPT+typo", folder / "logs"):
+        for pretrained in (True, False):
+            with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+                load_mp3s_encoder(path, pretrained=pretrained)
+    # The documented cases still work.
+    for path in (folder, ckpt, ckpt / "model.ckpt", folder / "bestrq_model.json"):
+        assert load_ssl_encoder(path).num_layers == 3
+
+
+def test_hubert_run_folders_load_their_latest_trained_iteration(tmp_path):
+    from speechbrain_ext import load_ssl_encoder
+    from speechbrain_ext.ssl.export import latest_iteration
+
+    run = make_tiny_hubert_run(tmp_path / "hubert", iterations=(1, 2, 3), trained=(1, 2))
+    assert latest_iteration(run) == run / "iter2"  # iter3 has no checkpoint yet
+    assert load_ssl_encoder(run).num_layers == 4  # iter2: front end + 3 layers
+    (ckpt,) = (run / "iter1" / "save").glob("CKPT+*")
+    assert load_ssl_encoder(ckpt).num_layers == 3
+    assert load_ssl_encoder(run / "iter1").num_layers == 3
+    with pytest.raises(FileNotFoundError, match=re.escape(str(run / "iter4"))):
+        load_ssl_encoder(run / "iter4")
+
+
+def test_runner_checks_the_encoder_before_any_baseline(tiny_manifests, tmp_path, capsys):
+    from speechbrain_ext.mp3s.runner import main
+
+    diverged = make_tiny_bestrq(tmp_path / "diverged")
+    poison_checkpoint(diverged)
+    for encoder, message in [(tmp_path / "no_such_model", "no such"), (diverged, "non-finite")]:
+        work, results = tmp_path / f"work_{encoder.name}", tmp_path / f"res_{encoder.name}"
+        argv = [
+            "--encoder", str(encoder), "--tasks", "SLURP", "--manifest_root", str(tiny_manifests),
+            "--work_folder", str(work), "--results_folder", str(results), "--jobs", "1",
+        ]  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--encoder {encoder}" in err and message in err
+        assert not work.exists() and not results.exists()  # no baseline ran, no table written
+
+
+def test_a_failed_run_is_reported_as_failed_never_as_a_score(tiny_manifests, tmp_path):
+    from speechbrain_ext.mp3s.runner import RunResult, Variant, run_one, write_tables
+
+    diverged = make_tiny_bestrq(tmp_path / "diverged")
+    poison_checkpoint(diverged)
+    options = dict(
+        recipes=ROOT / "MP3S", work_folder=tmp_path / "work", data_folders={},
+        manifest_root=tiny_manifests, overrides=["number_of_epochs=1"],
+    )  # fmt: skip
+    failed = run_one("SLURP", "meanpool_linear", Variant("encoder", str(diverged)), **options)
+    assert failed.failed and "non-finite" in failed.error and failed.value is None
+    # A recipe that "succeeds" with a NaN metric or NaN layer weights is a failure too.
+    recipes = tmp_path / "recipes"
+    (recipes / "SLURP").mkdir(parents=True)
+    (recipes / "SLURP" / "train.py").write_text(
+        "def main(argv):\n    return {'value': float('nan'), 'layer_weights': [float('nan')] * 3}\n"
+    )
+    options["recipes"] = recipes
+    nan_score = run_one("SLURP", "meanpool_linear", Variant("random", "x", False), **options)
+    assert nan_score.failed and "not a finite number" in nan_score.error
+    good = RunResult(
+        variant=Variant("fbank", "fbank"), task="SLURP", probe="meanpool_linear",
+        metric="accuracy", value=42.0, layer_weights=[1.0],
+    )  # fmt: skip
+    md, csv_path = write_tables([failed, good, nan_score], tmp_path / "res", name="t", command="c")
+    table = md.read_text()
+    assert "| SLURP | meanpool_linear | accuracy ↑ | failed | **42.00** | failed |" in table
+    assert "nan" not in table.split("## Runs")[0].lower()
+    assert "| encoder | SLURP | meanpool_linear | 0 | failed: ValueError: " in table
+    with open(csv_path) as handle:
+        rows = {row["encoder"]: row for row in csv.DictReader(handle)}
+    for label in ("encoder", "random"):
+        assert rows[label]["value"] == "" and rows[label]["layer_weights"] == ""
+        assert rows[label]["status"].startswith("failed: ") and rows[label]["error"]
+    assert rows["fbank"]["status"] == "ok" and rows["fbank"]["value"] == "42.0000"
 
 
 def make_tiny_hubert(folder: Path) -> Path:

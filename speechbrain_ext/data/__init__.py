@@ -4,6 +4,8 @@
   ``docs/manifests.md``.
 - :mod:`speechbrain_ext.data.checks`: missing folders, duplicate IDs, unreadable, empty or
   wrongly sampled audio.
+- :mod:`speechbrain_ext.data.validate`: :func:`validate_manifests`, a recipe's manifests checked
+  before training (errors named, bad rows dropped and counted).
 - :mod:`speechbrain_ext.data.prepare`: ``prepare_<corpus>(data_folder, save_folder, ...)``
   and the ``python -m speechbrain_ext.data.prepare`` command line.
 """

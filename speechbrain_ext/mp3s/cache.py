@@ -34,6 +34,7 @@ import torch
 from speechbrain.dataio.dataio import read_audio
 from torch import nn
 
+from speechbrain_ext.mp3s.featurizer import NonFiniteFeaturesError
 from speechbrain_ext.nnet.masking import wav_lens_to_lengths
 
 logger = logging.getLogger(__name__)
@@ -116,18 +117,37 @@ class LayerFeatureCache:
         path = self.path(utt_id, wav)
         if not path.is_file():
             raise KeyError(f"utterance {utt_id!r} is not in the feature cache {self.folder}")
-        return torch.load(path, map_location="cpu", weights_only=True).float()
+        layers = torch.load(path, map_location="cpu", weights_only=True).float()
+        if not bool(torch.isfinite(layers).all()):
+            raise NonFiniteFeaturesError(
+                f"cached features {path} hold NaN or inf (written by an older version?): "
+                f"delete {self.folder} and rerun"
+            )
+        return layers
 
     def save(self, utt_id: str, wav: str, layers: torch.Tensor) -> None:
-        """Store (frames, layers, hidden_size) features of one utterance (atomically)."""
+        """Store (frames, layers, hidden_size) features of one utterance (atomically).
+
+        Features that are not finite, or overflow the storage type, raise
+        :class:`~speechbrain_ext.mp3s.featurizer.NonFiniteFeaturesError` and are not written.
+        """
         if layers.dim() != 3:
             raise ValueError(
                 f"cached features must be (frames, layers, hidden_size), got {tuple(layers.shape)}"
             )
+        stored = layers.detach().to("cpu", self.dtype).contiguous().clone()
+        if not bool(torch.isfinite(stored).all()):
+            overflow = bool(torch.isfinite(layers).all())
+            raise NonFiniteFeaturesError(
+                f"features of utterance {utt_id!r} are not finite"
+                + (f" once stored as {self.dtype} (values up to {layers.abs().max():.3g})"
+                   if overflow else " (NaN or inf)")
+                + "; refusing to cache them"
+            )  # fmt: skip
         path = self.path(utt_id, wav)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save(layers.detach().to("cpu", self.dtype).contiguous().clone(), tmp)
+        torch.save(stored, tmp)
         os.replace(tmp, path)
 
     def write_info(self, info: dict) -> None:

@@ -20,6 +20,50 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechbrain_ext.nnet.masking import wav_lens_to_padding_mask
+
+
+class NonFiniteFeaturesError(ValueError):
+    """An encoder gave NaN or inf features: nothing may be cached or scored from them."""
+
+
+def check_finite_features(stacked: torch.Tensor, wav_lens=None, *, source: str) -> None:
+    """Raise :class:`NonFiniteFeaturesError` if a valid frame of ``stacked`` is NaN or inf.
+
+    Arguments
+    ---------
+    stacked : torch.Tensor
+        (batch, frames, layers, dim) features.
+    wav_lens : torch.Tensor, optional
+        (batch,) relative lengths; frames past them (padding) are not checked.
+    source : str
+        What produced the features, for the message (an encoder class, a cache file).
+
+    Example
+    -------
+    >>> feats = torch.zeros(2, 4, 1, 3)
+    >>> feats[1, 3] = float("nan")  # a padded frame of utterance 1: not checked
+    >>> check_finite_features(feats, torch.tensor([1.0, 0.5]), source="demo")
+    >>> feats[0, 0, 0, 0] = float("inf")
+    >>> check_finite_features(feats, torch.tensor([1.0, 0.5]), source="demo")
+    Traceback (most recent call last):
+    ...
+    speechbrain_ext.mp3s.featurizer.NonFiniteFeaturesError: demo gave non-finite ...
+    """
+    finite = torch.isfinite(stacked).all(dim=-1)  # (batch, frames, layers)
+    if wav_lens is not None:
+        pad = wav_lens_to_padding_mask(wav_lens.to(stacked.device), stacked.shape[1])
+        finite = finite | pad.unsqueeze(-1)
+    if bool(finite.all()):
+        return
+    layers = sorted(set((~finite).nonzero()[:, 2].tolist()))
+    utterances = sorted(set((~finite).nonzero()[:, 0].tolist()))
+    raise NonFiniteFeaturesError(
+        f"{source} gave non-finite (NaN or inf) features in layer(s) {layers} of batch "
+        f"item(s) {utterances}: the encoder's weights or its input are broken; refusing to "
+        "cache or score them"
+    )
+
 
 def stack_layers(layers) -> torch.Tensor:
     """Stack an encoder's list of layer outputs into one (batch, time, layers, dim) tensor.
@@ -159,7 +203,8 @@ class SSLFeaturizer(nn.Module):
     def encode_layers(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
         """Every layer of the encoder, (batch, frames, layers, hidden_size).
 
-        Runs under ``no_grad`` when the featurizer is frozen.
+        Runs under ``no_grad`` when the featurizer is frozen. Non-finite features on valid frames
+        raise :class:`NonFiniteFeaturesError` (:func:`check_finite_features`).
         """
         if self.freeze:
             with torch.no_grad():
@@ -167,6 +212,7 @@ class SSLFeaturizer(nn.Module):
         else:
             layers = self.encoder(wavs, wav_lens)
         stacked = stack_layers(layers)
+        check_finite_features(stacked, wav_lens, source=type(self.encoder).__name__)
         if stacked.shape[2] != self.num_layers or stacked.shape[3] != self.hidden_size:
             raise ValueError(
                 f"{type(self.encoder).__name__} returned {stacked.shape[2]} layers of size "

@@ -24,6 +24,7 @@ import argparse
 import csv
 import importlib.util
 import logging
+import math
 import multiprocessing
 import os
 import platform
@@ -69,6 +70,19 @@ class RunResult:
     seconds: float = 0.0
     layer_weights: list = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True unless the run gave a finite score (an error, or no or a non-finite value)."""
+        return self.error is not None or self.value is None or not math.isfinite(self.value)
+
+    @property
+    def status(self) -> str:
+        """``ok``, or ``failed: <reason>`` (the first line of the error)."""
+        if not self.failed:
+            return "ok"
+        reason = self.error or f"no finite score (value {self.value})"
+        return "failed: " + reason.splitlines()[0]
 
     @property
     def row(self) -> str:
@@ -253,6 +267,33 @@ def recipe_argv(
 _RECIPE_MAINS: dict = {}
 
 
+def check_outcome(outcome: dict) -> tuple:
+    """(value, cer or None, layer weights) of a recipe's result; ``ValueError`` unless all are
+    finite numbers, so that a diverged probe or a broken encoder is a failed run, never a score.
+
+    Example
+    -------
+    >>> check_outcome({"value": 71.5, "layer_weights": [0.25, 0.75]})
+    (71.5, None, [0.25, 0.75])
+    >>> check_outcome({"value": float("nan"), "layer_weights": [0.5, 0.5]})
+    Traceback (most recent call last):
+    ...
+    ValueError: the recipe's metric is not a finite number: nan
+    """
+    value = float(outcome["value"])
+    if not math.isfinite(value):
+        raise ValueError(f"the recipe's metric is not a finite number: {value}")
+    cer = None
+    if "CER" in outcome.get("test_stats", {}):
+        cer = float(outcome["test_stats"]["CER"])
+        if not math.isfinite(cer):
+            raise ValueError(f"the recipe's CER is not a finite number: {cer}")
+    weights = [float(w) for w in outcome["layer_weights"]]
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"the learned layer weights are not finite: {weights}")
+    return value, cer, weights
+
+
 def run_one(
     task_name: str, probe: str, variant: Variant, language=None, *, recipes, **argv_options
 ) -> RunResult:
@@ -276,11 +317,10 @@ def run_one(
         )
         logger.info("MP3S run: %s / %s / %s", variant.label, result.row, probe)
         outcome = _RECIPE_MAINS[key](argv)
-        result.value = float(outcome["value"])
-        if "CER" in outcome.get("test_stats", {}):
-            result.cer = float(outcome["test_stats"]["CER"])
-        result.layer_weights = list(outcome["layer_weights"])
+        value, cer, weights = check_outcome(outcome)
+        result.value, result.cer, result.layer_weights = value, cer, weights
     except Exception as error:  # one failed run must not lose the others
+        result.value, result.cer, result.layer_weights = None, None, []
         result.error = f"{type(error).__name__}: {error}"
         logger.error("MP3S run failed: %s\n%s", result.error, traceback.format_exc())
     result.seconds = time.perf_counter() - start
@@ -350,7 +390,7 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
     for task, row, probe in rows:
         definition = get_task(task)
         cells = [by_key.get((label, row, probe)) for label in labels]
-        values = [c.value for c in cells if c is not None and c.value is not None]
+        values = [c.value for c in cells if c is not None and not c.failed]
         best = (max if definition.higher_is_better else min)(values) if values else None
         arrow = "↑" if definition.higher_is_better else "↓"
         metric = f"{definition.metric} {arrow}"
@@ -358,14 +398,19 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
             metric += " (CER)"
         text = []
         for cell in cells:
-            value = None if cell is None else cell.value
-            shown = _fmt(value) if cell is not None else "-"
-            shown = f"**{shown}**" if value is not None and value == best else shown
-            if cell is not None and cell.cer is not None:
+            if cell is None:
+                text.append("-")
+                continue
+            if cell.failed:  # never a number, never bold: the reason is in the Runs table
+                text.append("failed")
+                continue
+            shown = _fmt(cell.value)
+            shown = f"**{shown}**" if cell.value == best else shown
+            if cell.cer is not None:
                 shown += f" ({cell.cer:.2f})"
             text.append(shown)
         lines.append(f"| {row} | {probe} | {metric} | " + " | ".join(text) + " |")
-    weighted = [r for r in results if len(r.layer_weights) > 1]
+    weighted = [r for r in results if len(r.layer_weights) > 1 and not r.failed]
     if weighted:
         width = max(len(r.layer_weights) for r in weighted)
         lines += [
@@ -388,7 +433,7 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
         "|---|---|---|---|---|",
     ]
     for r in results:
-        status = "ok" if r.error is None else r.error.replace("|", "/").splitlines()[0][:120]
+        status = r.status.replace("|", "/")[:140]
         lines.append(f"| {r.variant.label} | {r.row} | {r.probe} | {r.seconds:.0f} | {status} |")
     return "\n".join(lines) + "\n"
 
@@ -396,8 +441,10 @@ def format_markdown(results, *, command: str, name: str, notes: str = "") -> str
 CSV_COLUMNS = (
     "encoder", "encoder_path", "pretrained", "task", "language", "probe", "metric", "value",
     "seconds",
-    "layer_weights", "error",
+    "layer_weights", "status", "error",
 )  # fmt: skip
+"""``status`` is ``ok`` or ``failed: <reason>``; a failed run has an empty ``value`` and
+``layer_weights`` and its full ``error``."""
 
 
 def write_tables(results, folder, *, name: str, command: str, notes: str = "") -> tuple:
@@ -413,8 +460,9 @@ def write_tables(results, folder, *, name: str, command: str, notes: str = "") -
             writer.writerow([
                 r.variant.label, r.variant.encoder, r.variant.pretrained, r.task,
                 r.language or "", r.probe,
-                r.metric, "" if r.value is None else f"{r.value:.4f}", f"{r.seconds:.1f}",
-                " ".join(f"{w:.4f}" for w in r.layer_weights), r.error or "",
+                r.metric, "" if r.failed else f"{r.value:.4f}", f"{r.seconds:.1f}",
+                "" if r.failed else " ".join(f"{w:.4f}" for w in r.layer_weights),
+                r.status, (r.error or "no finite score") if r.failed else "",
             ])  # fmt: skip
     return md_path, csv_path
 
@@ -491,6 +539,31 @@ def default_name(encoder: str) -> str:
     return parts[-1] if parts else "encoder"
 
 
+def check_encoder(spec: str) -> None:
+    """Raise unless ``spec`` (``--encoder``) is ``fbank`` or loads as a trained encoder whose
+    weights and features (one second of noise) are finite; the message names the path.
+
+    Example
+    -------
+    >>> check_encoder("fbank")
+    >>> check_encoder("no/such/model")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: --encoder no/such/model: no such file or folder: no/such/model
+    """
+    if str(spec) == FBANK:
+        return
+    from speechbrain_ext.mp3s.baselines import load_mp3s_encoder
+    from speechbrain_ext.mp3s.featurizer import SSLFeaturizer
+
+    try:
+        encoder = load_mp3s_encoder(spec, pretrained=True)
+        noise = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+        SSLFeaturizer(encoder=encoder).encode_layers(noise, torch.ones(1))
+    except (OSError, ValueError) as error:
+        raise type(error)(f"--encoder {spec}: {error}") from error
+
+
 def main(argv=None) -> int:
     """Run the grid and write the tables; returns 1 if any run failed."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -501,6 +574,10 @@ def main(argv=None) -> int:
     plan = plan_runs(tasks=args.tasks, probes=args.probes)
     plan = plan_languages(plan, args.languages, data_folders=data_folders)
     variants = plan_variants(args.encoder, args.baselines)
+    try:  # before any baseline runs: a bad --encoder must not cost a grid of fbank runs
+        check_encoder(args.encoder)
+    except (OSError, ValueError) as error:
+        build_parser().error(str(error))
     name = args.name or default_name(args.encoder)
     recipes = Path(args.recipes)
     work_folder = Path(args.work_folder or Path("results") / "MP3S" / name)

@@ -117,19 +117,33 @@ def latest_iteration(folder) -> Path | None:
 
 
 def _find_config(start: Path) -> Path:
-    # The output folder itself, the output folder of <output>/save/CKPT+..., or the latest
-    # iteration of a HuBERT run.
-    for folder in [start, *start.parents][:3]:
-        config = _config_in(folder)
+    """The model json that the folder ``start`` designates, in the documented cases only.
+
+    ``start`` is the output folder itself (its json inside), a checkpoint folder
+    ``<output>/save/CKPT+...`` (the json two folders up), or a HuBERT run folder (the json of
+    its latest trained iteration). Any other folder is an error naming it: searching the
+    folders above a misspelt or unrelated path would quietly build another model from a
+    parent folder's config.
+    """
+    config = _config_in(start)
+    if config is not None:
+        return config
+    if start.name.startswith("CKPT+") and start.parent.name == CHECKPOINT_DIR:
+        config = _config_in(start.parent.parent)
         if config is not None:
             return config
+        raise FileNotFoundError(
+            f"{start} is a checkpoint folder but {start.parent.parent} holds no "
+            f"{' or '.join(CONFIG_NAMES)}"
+        )
     iteration = latest_iteration(start)
     if iteration is not None:
         return _config_in(iteration)
     names = " or ".join(CONFIG_NAMES)
     raise FileNotFoundError(
-        f"no {names} in {start} or the two folders above it, and no trained iteration "
-        "folder in it: is this a BEST-RQ or HuBERT output folder?"
+        f"{start} is not a BEST-RQ or HuBERT output folder: no {names} in it, it is not a "
+        f"checkpoint folder {CHECKPOINT_DIR}/CKPT+..., and it has no trained iteration folder "
+        "iter<N>"
     )
 
 
@@ -169,17 +183,67 @@ def resolve_model_files(path) -> tuple[Path, Path]:
     )
 
 
+def non_finite_tensors(module: nn.Module) -> list[str]:
+    """Names of the parameters and floating-point buffers of ``module`` holding NaN or inf.
+
+    Example
+    -------
+    >>> layer = nn.Linear(2, 2)
+    >>> non_finite_tensors(layer)
+    []
+    >>> with torch.no_grad():
+    ...     layer.bias[0] = float("nan")
+    >>> non_finite_tensors(layer)
+    ['bias']
+    """
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return [
+        name
+        for name, tensor in tensors
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def check_finite_weights(module: nn.Module, *, source) -> None:
+    """Raise ``ValueError`` naming ``source`` if any weight or buffer is NaN or inf.
+
+    A model that diverged during training must never be probed or reused as if it were one.
+
+    Example
+    -------
+    >>> layer = nn.Linear(2, 2)
+    >>> check_finite_weights(layer, source="demo.ckpt")
+    >>> with torch.no_grad():
+    ...     layer.weight[0, 0] = float("inf")
+    >>> check_finite_weights(layer, source="demo.ckpt")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo.ckpt holds non-finite (NaN or inf) weights in 1 tensor(s): weight; ...
+    """
+    bad = non_finite_tensors(module)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(
+            f"{source} holds non-finite (NaN or inf) weights in {len(bad)} tensor(s): {shown}; "
+            "the training run diverged: use an earlier checkpoint"
+        )
+
+
 def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.Module:
     """The whole pretraining model (BEST-RQ or HuBERT: encoder and head) saved under ``path``.
 
     With ``pretrained=False`` only the configuration is read and the model keeps
     its random initialisation. A folder with a ``quantization.json`` gives the quantized model
-    (its spec applied before the weights are loaded).
+    (its spec applied before the weights are loaded). ``path`` must exist (a misspelt path is
+    an error naming it, never a model found in a folder above it); loaded weights must be
+    finite (:func:`check_finite_weights`).
     """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
     if pretrained:
         config_path, weights = resolve_model_files(path)
     else:
-        path = Path(path)
         config_path = (
             path
             if path.name in CONFIG_NAMES
@@ -194,6 +258,7 @@ def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.M
     if pretrained:
         state = torch.load(weights, map_location=map_location)
         model.load_state_dict(state)
+        check_finite_weights(model, source=weights)
         logger.info("loaded %s weights from %s", framework, weights)
     return model
 

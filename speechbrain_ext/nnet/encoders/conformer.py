@@ -199,7 +199,9 @@ class ConformerEncoder(EncoderBase):
         list of torch.Tensor
             ``num_layers`` tensors (batch, time, d_model), each layer-normed.
         """
-        self._check_input(x, self.d_model, key_padding_mask)
+        x = self._prepare_input(x, key_padding_mask)
+        if x.shape[1] == 0:
+            return self._empty_outputs(x)
         outputs = []
         for layer in self.layers:
             x = layer(x, key_padding_mask=key_padding_mask)

@@ -278,7 +278,9 @@ class SqueezeformerEncoder(EncoderBase):
             ``num_layers`` tensors (batch, time, d_model); outputs of low-rate
             blocks are repeated ×2 and cropped to ``time``.
         """
-        self._check_input(x, self.d_model, key_padding_mask)
+        x = self._prepare_input(x, key_padding_mask)
+        if x.shape[1] == 0:
+            return self._empty_outputs(x)
         time = x.shape[1]
         x = self.input_norm(x)
         mask = key_padding_mask

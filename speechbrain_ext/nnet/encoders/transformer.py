@@ -69,6 +69,23 @@ class EncoderBase(nn.Module):
     def _build(self, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _prepare_input(self, x: torch.Tensor, key_padding_mask) -> torch.Tensor:
+        """Checked ``x`` with padded frames zeroed by ``masked_fill`` (NaN * 0 would be NaN).
+
+        Whatever the padded frames hold (NaN and inf included) then never reaches a valid
+        output, whatever the layers do (batch norm statistics, convolutions over padding).
+        """
+        self._check_input(x, self.d_model, key_padding_mask)
+        if key_padding_mask is None:
+            return x
+        return x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+
+    def _empty_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What every encoder returns for a zero-length ``x`` (batch, 0, d_model): one empty
+        (batch, 0, d_model) tensor per layer, still attached to ``x``'s graph.
+        """
+        return [x.clone() for _ in range(self.num_layers)]
+
     @staticmethod
     def _check_input(x: torch.Tensor, d_model: int, key_padding_mask) -> None:
         if x.dim() != 3 or x.shape[-1] != d_model:
@@ -244,7 +261,9 @@ class TransformerEncoder(EncoderBase):
             ``num_layers`` tensors (batch, time, d_model); the last is normalised
             by the final LayerNorm.
         """
-        self._check_input(x, self.d_model, key_padding_mask)
+        x = self._prepare_input(x, key_padding_mask)
+        if x.shape[1] == 0:
+            return self._empty_outputs(x)
         if self.pos_conv is not None:
             x = self.pos_conv(x, key_padding_mask=key_padding_mask)
         x = self.dropout(x)

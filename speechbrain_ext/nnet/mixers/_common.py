@@ -34,6 +34,39 @@ def check_input(
         )
 
 
+def prepare_input(
+    x: torch.Tensor, key_padding_mask: torch.Tensor | None, d_model: int, mixer: str
+) -> torch.Tensor:
+    """Check ``x`` and the mask (:func:`check_input`); return ``x`` with padded frames zeroed.
+
+    Zeroing is a ``masked_fill`` (a select, not a product: ``NaN * 0`` is NaN), so whatever the
+    padded frames hold, NaN and inf included, neither the forward pass nor the gradient of a
+    valid output can see it. Every mixer starts with this call.
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [float("nan")]]])
+    >>> prepare_input(x, torch.tensor([[False, True]]), 1, "demo").flatten().tolist()
+    [1.0, 0.0]
+    """
+    check_input(x, key_padding_mask, d_model, mixer)
+    if key_padding_mask is None:
+        return x
+    return x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+
+
+def empty_output(x: torch.Tensor) -> torch.Tensor:
+    """What every mixer returns for a zero-length input ``x`` (batch, 0, d_model): an empty
+    tensor of the same shape and dtype, still attached to ``x``'s graph.
+
+    Example
+    -------
+    >>> empty_output(torch.randn(2, 0, 8)).shape
+    torch.Size([2, 0, 8])
+    """
+    return x.clone()
+
+
 def ignored_keys(key_padding_mask: torch.Tensor) -> torch.Tensor:
     """Keys to leave out of attention: the padded ones, except in rows with no valid key.
 

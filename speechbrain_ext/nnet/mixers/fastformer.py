@@ -23,7 +23,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input, head_dim
+from speechbrain_ext.nnet.mixers._common import empty_output, head_dim, prepare_input
 
 
 def masked_softmax_over_time(
@@ -107,7 +107,9 @@ class Fastformer(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "fastformer")
+        x = prepare_input(x, key_padding_mask, self.d_model, "fastformer")
+        if x.shape[1] == 0:
+            return empty_output(x)
         batch, time, _ = x.shape
         proj = self.in_proj(x).view(batch, time, -1, self.nhead, self.head_dim)
         q, k = proj[:, :, 0], proj[:, :, 1]  # (batch, time, head, head_dim)

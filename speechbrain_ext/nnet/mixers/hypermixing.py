@@ -27,7 +27,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input, head_dim
+from speechbrain_ext.nnet.mixers._common import empty_output, head_dim, prepare_input
 from speechbrain_ext.nnet.positional import sinusoidal_embedding
 
 
@@ -146,9 +146,10 @@ class HyperMixing(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "hypermixing")
+        x = prepare_input(x, key_padding_mask, self.d_model, "hypermixing")
+        if x.shape[1] == 0:
+            return empty_output(x)
         batch, time, _ = x.shape
-        x = zero_padded(x, key_padding_mask)
         positions = torch.arange(time, device=x.device)
         pos = sinusoidal_embedding(positions, self.d_model, dtype=x.dtype)  # (time, d_model)
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import lengths_to_padding_mask, zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input
+from speechbrain_ext.nnet.mixers._common import empty_output, prepare_input
 from speechbrain_ext.nnet.selective_scan import (
     DEFAULT_CHUNK_SIZE,
     mamba_ssm_selective_scan,
@@ -468,8 +468,9 @@ class BidirectionalMamba(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "mamba")
-        x = zero_padded(x, key_padding_mask)
+        x = prepare_input(x, key_padding_mask, self.d_model, "mamba")
+        if x.shape[1] == 0:
+            return empty_output(x)
         out = self.forward_block(x)
         if self.backward_block is not None:
             out = out + self.backward_block(x, reverse=True, key_padding_mask=key_padding_mask)

@@ -36,7 +36,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input, head_dim, ignored_keys
+from speechbrain_ext.nnet.mixers._common import empty_output, head_dim, ignored_keys, prepare_input
 from speechbrain_ext.nnet.positional import apply_rotary, relative_sinusoidal_embedding
 
 POSITIONS = (None, "rotary", "relative")
@@ -158,7 +158,9 @@ class MultiHeadSelfAttention(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "mhsa")
+        x = prepare_input(x, key_padding_mask, self.d_model, "mhsa")
+        if x.shape[1] == 0:
+            return empty_output(x)
         batch, time, _ = x.shape
         q, k, v, mask = self._prepare(x, key_padding_mask)
         dropout = self.dropout if self.training else 0.0
@@ -175,7 +177,7 @@ class MultiHeadSelfAttention(nn.Module):
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The attention weights (batch, head, time, time), built explicitly (no dropout)."""
-        check_input(x, key_padding_mask, self.d_model, "mhsa")
+        x = prepare_input(x, key_padding_mask, self.d_model, "mhsa")
         q, k, _, mask = self._prepare(x, key_padding_mask)
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5
         if mask is not None:

@@ -31,7 +31,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input, head_dim
+from speechbrain_ext.nnet.mixers._common import empty_output, head_dim, prepare_input
 
 
 def orthogonal_gaussian_features(
@@ -175,7 +175,9 @@ class PerformerAttention(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "performer")
+        x = prepare_input(x, key_padding_mask, self.d_model, "performer")
+        if x.shape[1] == 0:
+            return empty_output(x)
         batch, time, _ = x.shape
         qkv = self.in_proj(x).view(batch, time, 3, self.nhead, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, head, time, head_dim)

@@ -47,7 +47,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input, head_dim
+from speechbrain_ext.nnet.mixers._common import empty_output, head_dim, prepare_input
 
 PATTERNS = ("strided", "fixed")
 
@@ -162,7 +162,9 @@ class SparseAttention(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "sparse")
+        x = prepare_input(x, key_padding_mask, self.d_model, "sparse")
+        if x.shape[1] == 0:
+            return empty_output(x)
         batch, time, _ = x.shape
         blocks = math.ceil(time / self.stride)
         padded_time = blocks * self.stride

@@ -29,7 +29,7 @@ from torch import nn
 
 from speechbrain_ext.nnet.masking import zero_padded
 from speechbrain_ext.nnet.mixers import MIXERS
-from speechbrain_ext.nnet.mixers._common import check_input
+from speechbrain_ext.nnet.mixers._common import empty_output, prepare_input
 
 
 class GroupedLinear(nn.Module):
@@ -165,7 +165,9 @@ class SummaryMixing(nn.Module):
 
         Returns (batch, time, d_model), zero on padded frames.
         """
-        check_input(x, key_padding_mask, self.d_model, "summarymixing")
+        x = prepare_input(x, key_padding_mask, self.d_model, "summarymixing")
+        if x.shape[1] == 0:
+            return empty_output(x)
         batch, time, _ = x.shape
         summary = zero_padded(self.summary_proj(x), key_padding_mask)  # (batch, time, d_s)
         if key_padding_mask is None:
