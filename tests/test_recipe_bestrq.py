@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import recipe_runs
+import soundfile as sf
 import torch
 from processes import kill_when
 from recipe_runs import logged_steps, recipe_env, tiny_corpus_args
@@ -304,3 +305,30 @@ def test_cpu_configuration_is_one_file_used_everywhere():
         assert "--d_model=144" not in text and "--codebook_size=1024" not in text
     assert "hparams/cpu.yaml" in (RECIPE / "README.md").read_text()
     assert cpu["optimizer_step_limit"] == 1500 and cpu["d_model"] == 144
+
+
+def test_own_manifests_are_validated_before_the_first_step(tmp_path):
+    from recipe_runs import synthetic_corpus
+
+    args = synthetic_corpus(tmp_path / "data")
+    train_csv = tmp_path / "data" / "train.csv"
+    rows = train_csv.read_text().splitlines()
+    first = rows[1].split(",")
+    rows.append(",".join(["bad_duration", "nan", *first[2:]]))
+    train_csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    run_recipe("bestrq_fastformer.yaml", out, *args, *TINY, "--front_end=stack",
+               "--optimizer_step_limit=1")  # fmt: skip
+    log = (out / "log.txt").read_text()
+    assert "11 row(s), kept 10" in log and "1 invalid duration (e.g. row 11: 'nan')" in log
+    assert "bad_duration" not in (out / "manifests_checked" / "train.validated.csv").read_text()
+    # A stereo file stops the run before training, naming the file.
+    stereo = tmp_path / "data" / "stereo.wav"
+    sf.write(stereo, np.zeros((16000, 2), dtype="float32"), 16000)
+    rows = rows[:-1] + [",".join(["stereo", "1.0", str(stereo), "spk"])]
+    train_csv.write_text("\n".join(rows) + "\n")
+    proc = run_recipe("bestrq_fastformer.yaml", tmp_path / "run2", *args, *TINY,
+                      "--front_end=stack", "--optimizer_step_limit=1", check=False)  # fmt: skip
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert str(stereo) in output and "mono" in output.lower(), output[-2000:]

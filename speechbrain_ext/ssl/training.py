@@ -187,7 +187,29 @@ def prepare_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"the {split} manifest {path} does not exist")
     check_run_folder(hparams["output_folder"], {"manifests": manifests_fingerprint(manifests)})
-    return manifests
+    return validated_manifests(manifests, Path(hparams["output_folder"]) / "manifests_checked")
+
+
+def validated_manifests(manifests: dict, folder: Path) -> dict[str, Path]:
+    """The manifests after :func:`~speechbrain_ext.data.validate.validate_manifests` (columns,
+    durations, readable mono 16 kHz audio, unique IDs within and across splits), checked once
+    on the main process; rows it drops (bad durations) are counted in the log and the cleaned
+    CSVs written to ``folder``, which every process then reads.
+    """
+    from speechbrain_ext.data.validate import validate_manifests
+
+    cleaned = {split: folder / f"{split}.validated.csv" for split in manifests}
+
+    def check():
+        for path in cleaned.values():
+            path.unlink(missing_ok=True)  # from an earlier run: redone, never reused unchecked
+        validate_manifests(manifests, output_folder=folder)
+
+    run_on_main(check)
+    return {
+        split: cleaned[split] if cleaned[split].is_file() else Path(path)
+        for split, path in manifests.items()
+    }
 
 
 def find_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
