@@ -26,6 +26,10 @@ Example
 Traceback (most recent call last):
 ...
 ValueError: fast.yaml: 'lr_typo' is not a key of base.yaml
+>>> load_recipe_hparams(folder / "fast.yaml", "lr: abc")
+Traceback (most recent call last):
+...
+ValueError: --lr=abc: base.yaml gives lr a number (0.1); 'abc' is not one
 """
 
 import re
@@ -77,6 +81,32 @@ def parse_overrides(overrides) -> dict:
     return dict(parsed or {})
 
 
+def _plain_defaults(text: str) -> dict:
+    """Top-level ``key: scalar`` values of a HyperPyYAML text (tagged entries are skipped)."""
+    defaults = {}
+    for key, value in re.findall(r"^([A-Za-z_][A-Za-z0-9_]*):[ \t]*([^\n#]*)", text, re.M):
+        value = value.strip()
+        if value and not value.startswith(("!", "&", "*")):
+            try:
+                defaults[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+    return defaults
+
+
+def check_override_types(base_text: str, overrides: dict, *, base_name: str = "the base") -> None:
+    """A value whose base default is a number must be a number (``--lr=abc`` names the key)."""
+    defaults = _plain_defaults(base_text)
+    for key, value in overrides.items():
+        default = defaults.get(key)
+        is_number = isinstance(default, int | float) and not isinstance(default, bool)
+        if is_number and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(
+                f"--{key}={value}: {base_name} gives {key} a number ({default}); "
+                f"{value!r} is not one"
+            )
+
+
 def load_recipe_hparams(path, overrides=None) -> tuple[dict, Path, dict]:
     r"""Load a recipe yaml (base or variant) with command-line ``overrides``.
 
@@ -100,10 +130,12 @@ def load_recipe_hparams(path, overrides=None) -> tuple[dict, Path, dict]:
     path = Path(path)
     base, values = resolve_variant(path)
     merged = {**values, **parse_overrides(overrides)}
-    known = _top_level_keys(base.read_text(encoding="utf-8"))
+    base_text = base.read_text(encoding="utf-8")
+    known = _top_level_keys(base_text)
     unknown = [key for key in merged if key not in known]
     if unknown:
         raise ValueError(f"{path.name}: {unknown[0]!r} is not a key of {base.name}")
+    check_override_types(base_text, merged, base_name=base.name)
     with open(base, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, merged)
     return hparams, base, merged
