@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Regenerate the Study A table: HuBERT with each of its five encoders at one CPU budget.
 
-Runs ``train.py hparams/cpu.yaml`` (both iterations, the same data, :data:`TABLE_STEPS` steps per
-iteration) for each Study A encoder at a CPU size (depth ÷ 4; the 144-wide Conformer-S and
-Squeezeformer-XS keep their width, the Transformer and Sparseformers are narrowed, the
-deep-narrow / shallow-wide contrast kept), then gathers every run into a Markdown table and a
-CSV: held-out masked-prediction accuracy of each iteration beside its baselines, PNMI of each iteration's targets, parameters at
-the CPU size and at Study A's size next to Study A's figures, wall time.
+Runs ``train.py hparams/cpu.yaml`` (both iterations, the same data, :data:`TABLE_STEPS` steps
+per iteration) for each Study A encoder at a CPU size (depth ÷ 4; the 144-wide Conformer-S and
+Squeezeformer-XS keep their width, the Transformer and Sparseformers are narrowed, the deep-
+narrow / shallow-wide contrast kept), then gathers every run into a Markdown table and a CSV:
+held-out masked-prediction accuracy of each iteration beside its baselines, PNMI of each
+iteration's targets, parameters at the CPU size and at Study A's size next to Study A's figures,
+wall time.
 
     python run_encoder_table.py                       # the README's table
     python run_encoder_table.py --encoders conformer_s -- --optimizer_step_limit=50
