@@ -68,8 +68,14 @@ def load_recipe(argv=None, *, recipe_file=None):
 
 
 def recipe_manifests(hparams: dict, task: Task, **options) -> dict[str, Path]:
-    """The task's manifests: the built-in corpus, or the real one when ``data_folder`` is set."""
-    return task_manifests(
+    """The task's manifests (the built-in corpus, or the real one when ``data_folder`` is set),
+    validated before any training: columns, durations, readable mono 16 kHz audio, unique IDs
+    within and across splits (:func:`~speechbrain_ext.data.validate.validate_manifests`; rows
+    with bad durations are dropped, counted in the log, and a cleaned copy is used).
+    """
+    from speechbrain_ext.data.validate import validate_manifests
+
+    manifests = task_manifests(
         task,
         data_folder=hparams["data_folder"],
         manifest_root=hparams["manifest_root"],
@@ -79,6 +85,12 @@ def recipe_manifests(hparams: dict, task: Task, **options) -> dict[str, Path]:
         prepare_options=hparams["prepare_options"],
         **options,
     )
+    splits = {split: manifests[split] for split in SPLITS}
+    folder = Path(hparams["output_folder"]) / "manifests_checked"
+    for split in SPLITS:  # cleaned copies of an earlier run are redone, never reused unchecked
+        (folder / f"{split}.validated.csv").unlink(missing_ok=True)
+    checked, _ = validate_manifests(splits, output_folder=folder)
+    return {**manifests, **checked}
 
 
 def build_featurizer(hparams: dict) -> SSLFeaturizer:
