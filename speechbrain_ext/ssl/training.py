@@ -198,18 +198,25 @@ def validated_manifests(manifests: dict, folder: Path) -> dict[str, Path]:
     """
     from speechbrain_ext.data.validate import validate_manifests
 
-    cleaned = {split: folder / f"{split}.validated.csv" for split in manifests}
+    # A file named for two splits (valid_split == test_split) is one set of utterances: checked
+    # once, under its first split's name, not reported as IDs duplicated across splits.
+    first_split = {}
+    for split, path in manifests.items():
+        first_split.setdefault(Path(path).resolve(), split)
+    unique = {split: manifests[split] for split in first_split.values()}
+    cleaned = {split: folder / f"{split}.validated.csv" for split in unique}
 
     def check():
         for path in cleaned.values():
             path.unlink(missing_ok=True)  # from an earlier run: redone, never reused unchecked
-        validate_manifests(manifests, output_folder=folder)
+        validate_manifests(unique, output_folder=folder)
 
     run_on_main(check)
-    return {
-        split: cleaned[split] if cleaned[split].is_file() else Path(path)
-        for split, path in manifests.items()
-    }
+    checked = {}
+    for split, path in manifests.items():
+        owner = first_split[Path(path).resolve()]
+        checked[split] = cleaned[owner] if cleaned[owner].is_file() else Path(path)
+    return checked
 
 
 def find_manifests(hparams, *, default_builtin_folder) -> dict[str, Path]:
