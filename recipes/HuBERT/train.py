@@ -184,23 +184,25 @@ def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
 
 
 def summary_markdown(all_results: dict) -> str:
-    """One table over the iterations: accuracy beside the baselines, and PNMI."""
+    """One table over the iterations: accuracy beside the baselines, and PNMI per split."""
+    splits = ("train", "valid", "test")
     lines = [
-        "| iteration | targets | trained (%) | most frequent class (%) | random init (%) "
-        "| PNMI (valid) | PNMI (test) |",
-        "|---|---|---|---|---|---|---|",
+        "| iteration | targets | trained (%) | most frequent class (%) | random init (%) | "
+        + " | ".join(f"PNMI ({split})" for split in splits)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(splits),
     ]
     for iteration, results in sorted(all_results.items()):
         accuracy = results["accuracy"]
         quality = results["cluster_quality"]
         pnmi = [
-            f"{quality[s]['pnmi']:.3f}" if "pnmi" in quality.get(s, {}) else "–"
-            for s in ("valid", "test")
+            f"{quality[split]['pnmi']:.3f}" if "pnmi" in quality.get(split, {}) else "–"
+            for split in splits
         ]
         lines.append(
             f"| {iteration} | {results['num_classes']} clusters of {results['targets']} "
             f"| {100 * accuracy['trained']:.2f} | {100 * accuracy['most_frequent_class']:.2f} "
-            f"| {100 * accuracy['random_init']:.2f} | {pnmi[0]} | {pnmi[1]} |"
+            f"| {100 * accuracy['random_init']:.2f} | {' | '.join(pnmi)} |"
         )
     return "\n".join(lines)
 
