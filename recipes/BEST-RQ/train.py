@@ -34,14 +34,13 @@ from speechbrain_ext.quant.stages import (
     run_stages,
     stages_markdown,
 )
-from speechbrain_ext.ssl.evaluate import proof_of_learning
 from speechbrain_ext.ssl.export import save_model_config, save_quantization_spec
 from speechbrain_ext.ssl.training import (
     SSLBrain,
     brain_in_folder,
     check_ddp_parameters,
     dataio_prepare,
-    evaluation_batches,
+    held_out_results,
     prepare_manifests,
     setup_recipe,
     shutdown_distributed,
@@ -80,15 +79,7 @@ def train(hparams, run_opts, model, folder: Path, datasets, samplers, manifests)
     check_ddp_parameters(student, folder)
     if not if_main_process():
         return None
-    results = proof_of_learning(
-        student,
-        evaluation_batches(brain, datasets["test"], samplers["test"]),
-        train_batches=evaluation_batches(brain, datasets["train"], samplers["train"]),
-        seed=hparams["eval_seed"],
-        max_train_utterances=hparams["majority_max_utterances"],
-        max_batches=brain.debug_batches if brain.debug else None,
-    )
-    results["optimizer_steps"] = brain.optimizer_step
+    results = held_out_results(brain, student, datasets, samplers)
     results["test_manifest"] = str(manifests["test"])
     results["quantization"] = getattr(student, "quant_spec", "fp32")
     if student is not model:

@@ -25,7 +25,6 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_ext.ssl.evaluate import proof_of_learning
 from speechbrain_ext.ssl.export import load_ssl_model, save_model_config
 from speechbrain_ext.ssl.hubert_model import build_hubert_model
 from speechbrain_ext.ssl.targets import (
@@ -40,7 +39,7 @@ from speechbrain_ext.ssl.training import (
     brain_in_folder,
     check_ddp_parameters,
     dataio_prepare,
-    evaluation_batches,
+    held_out_results,
     prepare_manifests,
     setup_recipe,
     shutdown_distributed,
@@ -155,17 +154,9 @@ def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
     check_ddp_parameters(model, folder)
     results = None
     if if_main_process():
-        results = proof_of_learning(
-            model,
-            evaluation_batches(brain, datasets["test"], samplers["test"]),
-            train_batches=evaluation_batches(brain, datasets["train"], samplers["train"]),
-            seed=hparams["eval_seed"],
-            max_train_utterances=hparams["majority_max_utterances"],
-            max_batches=brain.debug_batches if brain.debug else None,
-        )
+        results = held_out_results(brain, model, datasets, samplers)
         results.update(
             iteration=iteration,
-            optimizer_steps=brain.optimizer_step,
             test_manifest=str(manifests["test"]),
             targets=info["source"],
             cluster_quality=info["cluster_quality"],

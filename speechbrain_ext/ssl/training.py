@@ -12,7 +12,7 @@ iterations); the rest is here, once:
   text log and TensorBoard with loss, accuracy, lr and audio seconds per second, a checkpoint
   after every validation); :func:`brain_in_folder` builds one whose scheduler, epoch counter,
   checkpoints and logs belong to one folder (a HuBERT iteration, a quantization stage);
-- :func:`evaluation_batches`, :func:`write_results`: the held-out proof of learning;
+- :func:`held_out_results`, :func:`write_results`: the held-out proof of learning;
 - :func:`check_ddp_parameters`, :func:`shutdown_distributed`: DDP checks and a clean exit.
 
 Every model trained here has ``forward(wavs, wav_lens, *, generator=None, **inputs)`` returning
@@ -623,6 +623,26 @@ def check_ddp_parameters(model, output_folder: Path) -> None:
         (Path(output_folder) / "ddp_check.json").write_text(json.dumps(check, indent=2) + "\n")
     if len(set(digests)) != 1:
         raise RuntimeError(f"model state differs across DDP ranks: {digests}")
+
+
+def held_out_results(brain: SSLBrain, model, datasets, samplers) -> dict:
+    """The proof of learning of a trained ``model``: held-out masked-prediction accuracy beside
+    the most frequent class and a random-init model (:func:`~speechbrain_ext.ssl.evaluate.
+    proof_of_learning`), with ``optimizer_steps``. Reads ``eval_seed`` and
+    ``majority_max_utterances``; a ``--debug`` run scores its debug batches only.
+    """
+    from speechbrain_ext.ssl.evaluate import proof_of_learning
+
+    results = proof_of_learning(
+        model,
+        evaluation_batches(brain, datasets["test"], samplers["test"]),
+        train_batches=evaluation_batches(brain, datasets["train"], samplers["train"]),
+        seed=brain.hparams.eval_seed,
+        max_train_utterances=brain.hparams.majority_max_utterances,
+        max_batches=brain.debug_batches if brain.debug else None,
+    )
+    results["optimizer_steps"] = brain.optimizer_step
+    return results
 
 
 def write_results(folder, results: dict, *, title: str, description: str) -> str:
