@@ -85,11 +85,18 @@ def first_nonfinite(obj) -> str | None:
         )
     else:
         return None
-    for name, tensor in tensors:
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            if not bool(torch.isfinite(tensor).all()):
-                return name
-    return None
+    floating = [
+        (name, tensor)
+        for name, tensor in tensors
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+    ]
+    if not floating:
+        return None
+    # One device sync for the whole check (it runs after every optimiser step), not one per tensor.
+    finite = torch.stack([torch.isfinite(t).all().to(floating[0][1].device) for _, t in floating])
+    if bool(finite.all()):
+        return None
+    return floating[int((~finite).nonzero()[0])][0]
 
 
 class AtomicCheckpointer(Checkpointer):
