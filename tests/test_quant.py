@@ -571,3 +571,43 @@ def test_errors_command_writes_tables_and_fewer_bits_err_more(tmp_path):
     last8 = {r["group"]: r for r in eight if r["layer"] == 16}
     assert all(-1.0 <= r["cosine"] <= 1.0 and r["rel_error"] > 0 for r in binary)
     assert last8["everything"]["rel_error"] < 0.5 * last["everything"]["rel_error"]
+
+
+def test_errors_command_on_a_trained_model_and_its_distilled_student(tmp_path):
+    """--models / --students: a saved HuBERT model and a quantized "student" folder. A student
+    that is the FP32 model itself has zero error after distillation, and the table says the
+    weights are trained, not random."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from speechbrain_ext.corpus.espeak import EspeakUnavailableError, get_espeak
+    from speechbrain_ext.quant.cli import main
+    from speechbrain_ext.ssl.export import save_model_config
+    from speechbrain_ext.ssl.hubert_model import build_hubert_model
+
+    try:
+        get_espeak()
+    except EspeakUnavailableError:
+        pytest.skip("eSpeak NG is not available")
+    torch.manual_seed(0)
+    model = build_hubert_model(
+        "conformer_s", num_layers=2, d_model=32, nhead=4, d_ffn=64, extractor_channels=16,
+        num_classes=8, final_dim=16, dropout=0.0, input_dropout=0.0,
+    )  # fmt: skip
+    for name in ("fp32", "same"):
+        save_model_config(model, tmp_path / name)
+        Checkpointer(tmp_path / name / "save", {"model": model}).save_checkpoint()
+    args = ["errors", "--encoders", "none", "--seconds", "0.5", "--out", str(tmp_path / "out")]
+    rows = main(
+        [*args, "--models", f"tiny={tmp_path / 'fp32'}", "--students", f"tiny={tmp_path / 'same'}"]
+    )
+    groups = {r["group"] for r in rows}
+    assert "everything" in groups and "everything, after distillation" in groups
+    assert {r["weights"] for r in rows} == {"trained"} and max(r["layer"] for r in rows) == 2
+    after = [r for r in rows if r["group"] == "everything, after distillation"]
+    before = [r for r in rows if r["group"] == "everything"]
+    assert all(r["rel_error"] == 0.0 and r["cosine"] > 0.9999 for r in after)
+    assert all(r["rel_error"] > 0.01 for r in before)
+    text = (tmp_path / "out" / "quant_errors.md").read_text()
+    assert "Trained models" in text and "random initial weights" not in text
+    with pytest.raises(ValueError, match="no --models entry"):
+        main([*args, "--students", f"tiny={tmp_path / 'same'}"])

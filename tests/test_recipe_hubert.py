@@ -188,3 +188,41 @@ def test_cpu_configuration_is_one_file_used_everywhere():
     assert "hparams/cpu.yaml" in (RECIPE / "README.md").read_text()
     base, values = resolve_variant(RECIPE / CPU_YAML)
     assert base.name == "hubert.yaml" and values["optimizer_step_limit"] == values["total_steps"]
+
+
+def test_quantization_chain_distils_the_teachers_last_iteration(data_args, tmp_path):
+    """--quantize_chain from a trained FP32 HuBERT folder: each stage is a quantized student on
+    the teacher's latest labels, loads with load_ssl_encoder, and a rerun skips finished stages.
+    """
+    from speechbrain_ext import load_ssl_encoder
+    from speechbrain_ext.quant import is_quantized
+
+    teacher = tmp_path / "fp32"
+    run_recipe(
+        "hubert_conformer_s.yaml", teacher, *data_args, *TINY, "--optimizer_step_limit=2",
+        "--iterations=1",
+    )  # fmt: skip
+    chain = tmp_path / "chain"
+    args = [*data_args, *TINY, "--optimizer_step_limit=2"]
+    args += ["--quantize_chain=[w1a2,w1a1]", f"--teacher={teacher}"]
+    run_recipe("hubert_conformer_s.yaml", chain, *args)
+    for index, spec in ((1, "w1a2"), (2, "w1a1")):
+        folder = chain / f"stage{index}_{spec}"
+        assert json.loads((folder / "quantization.json").read_text()) == {"spec": spec}
+        results = json.loads((folder / "results.json").read_text())
+        assert results["quantization"] == spec and results["num_classes"] == 8
+        assert [step for step, _ in logged_steps(folder)] == [1, 2]
+    assert not (chain / "iter1").exists()  # no k-means, no FP32 iteration of its own
+    encoder = load_ssl_encoder(chain / "stage2_w1a1")
+    assert is_quantized(encoder) and encoder.downsample_rate == 320
+    table = (chain / "results.md").read_text()
+    assert "teacher (fp32)" in table and "stage2_w1a1 (w1a1)" in table
+    proc = run_recipe("hubert_conformer_s.yaml", chain, *args)
+    assert "stage w1a1 is complete" in proc.stdout + proc.stderr + (chain / "log.txt").read_text()
+
+    proc = run_recipe(
+        "hubert_conformer_s.yaml", tmp_path / "bad", *data_args, *TINY, "--quantize=w1a1",
+        f"--teacher={tmp_path / 'nowhere'}", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "not a trained HuBERT output folder" in proc.stdout + proc.stderr

@@ -21,7 +21,6 @@ Quantization-aware training (BiT): ``--quantize=w1a1 --teacher=<FP32 output fold
 stages one after another in ``<output_folder>/stage<k>_<spec>`` (``speechbrain_ext.quant``).
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from speechbrain_ext.quant.stages import (
     first_batch,
     quantization_stages,
     run_stages,
-    stages_markdown,
+    write_stages_summary,
 )
 from speechbrain_ext.ssl.export import save_model_config, save_quantization_spec
 from speechbrain_ext.ssl.training import (
@@ -113,16 +112,10 @@ def main(argv):
         train_stage=lambda model, folder: train(hparams, run_opts, model, folder, *data),
         calibration_batch=first_batch(datasets["train"], samplers["train"]),
     )
-    if if_main_process() and hparams["quantize_chain"]:
-        teacher_results = Path(hparams["teacher"]) / "results.json"
-        table = stages_markdown(
-            all_results,
-            teacher_results=json.loads(teacher_results.read_text())
-            if teacher_results.is_file()
-            else None,
-        )
-        (output_folder / "results.md").write_text(f"# BEST-RQ quantization chain\n\n{table}\n")
-        print(table)
+    write_stages_summary(
+        hparams, all_results, teacher_results=Path(hparams["teacher"]) / "results.json",
+        framework="BEST-RQ",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

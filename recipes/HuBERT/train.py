@@ -13,6 +13,11 @@ class and a random-init model). Iteration 1 clusters MFCC; iteration N > 1 clust
 ``feature_layer`` of iteration N - 1's model and pretrains again from scratch. Rerunning a
 killed command resumes at the iteration and step it reached. The model, targets and shared
 training loop live in ``speechbrain_ext.ssl``; this file holds the iteration wiring.
+
+Quantization-aware training (BiT), as in the BEST-RQ recipe: ``--quantize=w1a1
+--teacher=<FP32 HuBERT output folder>`` distils the teacher's latest iteration into a 1-bit
+student in the output folder, on that iteration's k-means labels; ``--quantize_chain=[w1a4,
+w1a2,w1a1]`` runs BiT's stages in ``<output_folder>/stage<k>_<spec>`` (``speechbrain_ext.quant``).
 """
 
 import json
@@ -25,7 +30,18 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_ext.ssl.export import load_ssl_model, save_model_config
+from speechbrain_ext.quant.stages import (
+    first_batch,
+    quantization_stages,
+    run_stages,
+    write_stages_summary,
+)
+from speechbrain_ext.ssl.export import (
+    latest_iteration,
+    load_ssl_model,
+    save_model_config,
+    save_quantization_spec,
+)
 from speechbrain_ext.ssl.hubert_model import build_hubert_model
 from speechbrain_ext.ssl.targets import (
     LayerFeatures,
@@ -116,6 +132,68 @@ def targets_item(labels: dict):
     return targets
 
 
+def iteration_datasets(hparams, manifests: dict, targets_folder: Path) -> tuple:
+    """Datasets and samplers whose items carry the k-means labels of ``targets_folder``."""
+    info = json.loads((targets_folder / "targets.json").read_text())
+    labels = {}
+    for split in manifests:
+        labels.update(read_labels(targets_folder / info["files"][split]))
+    datasets, samplers = dataio_prepare(hparams, manifests, items=[targets_item(labels)])
+    return datasets, samplers, info
+
+
+def train_in_folder(
+    hparams,
+    run_opts,
+    model,
+    folder: Path,
+    datasets,
+    samplers,
+    *,
+    title: str,
+    extra: dict,
+    notes: str = "",
+) -> dict | None:
+    """Train ``model`` (a HuBERT model, or a student in its DistillationModel) into ``folder``
+    and write its proof of learning there (``extra`` joins the results, ``notes`` the Markdown);
+    returns the results (main process).
+    """
+    student = getattr(model, "student", model)
+    if if_main_process():
+        save_model_config(student, folder)  # all load_ssl_encoder needs besides weights
+        save_quantization_spec(student, folder)  # a quantized student only
+    brain = brain_in_folder(
+        HubertBrain, hparams, run_opts, model=model, folder=folder, checkpointed=student
+    )
+    logger.info(
+        "HuBERT %s (%s) in %s: %.2f M parameters, %d classes, %d representations of width %d",
+        student.config["encoder"],
+        getattr(student, "quant_spec", "fp32"),
+        folder,
+        sum(p.numel() for p in student.parameters()) / 1e6,
+        student.num_classes,
+        student.encoder.num_layers,
+        student.encoder.hidden_size,
+    )
+    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
+    check_ddp_parameters(student, folder)
+    if not if_main_process():
+        return None
+    results = held_out_results(brain, student, datasets, samplers)
+    results.update(extra, quantization=getattr(student, "quant_spec", "fp32"))
+    if student is not model:
+        results["teacher"] = str(hparams["teacher"])
+    description = (
+        f"Model: `{student.config['encoder']}` ({results['quantization']}), "
+        f"{brain.optimizer_step} optimiser steps; test set `{results['test_manifest']}`."
+    )
+    if notes:
+        description += f"\n\n{notes}"
+    table = write_results(folder, results, title=title, description=description)
+    print(f"{title}\n{table}")
+    return results
+
+
 def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
     """Targets, training and proof of learning of one iteration; returns its results."""
     folder = Path(hparams["output_folder"]) / f"iter{iteration}"
@@ -125,12 +203,7 @@ def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     targets_folder = folder / "targets"
     run_on_main(build_targets, args=[hparams, iteration, manifests, targets_folder])
-    info = json.loads((targets_folder / "targets.json").read_text())
-    labels = {}
-    for split in manifests:
-        labels.update(read_labels(targets_folder / info["files"][split]))
-    datasets, samplers = dataio_prepare(hparams, manifests, items=[targets_item(labels)])
-
+    datasets, samplers, info = iteration_datasets(hparams, manifests, targets_folder)
     if iteration == 1:
         model = hparams["modules"]["model"]
     else:  # from scratch, on the new targets
@@ -138,40 +211,68 @@ def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
         model = build_hubert_model(
             **{**hparams["model"].config, "num_classes": hparams["num_clusters"][iteration - 1]}
         )
-    if if_main_process():
-        save_model_config(model, folder)  # all load_ssl_encoder needs besides weights
-    brain = brain_in_folder(HubertBrain, hparams, run_opts, model=model, folder=folder)
-    logger.info(
-        "HuBERT iteration %d, %s: %.2f M parameters, %d classes, %d representations of width %d",
-        iteration,
-        model.config["encoder"],
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        model.num_classes,
-        model.encoder.num_layers,
-        model.encoder.hidden_size,
+    return train_in_folder(
+        hparams,
+        run_opts,
+        model,
+        folder,
+        datasets,
+        samplers,
+        title=f"HuBERT iteration {iteration}: masked-prediction accuracy on held-out speakers",
+        extra={
+            "iteration": iteration,
+            "test_manifest": str(manifests["test"]),
+            "targets": info["source"],
+            "cluster_quality": info["cluster_quality"],
+        },
+        notes=cluster_quality_markdown(info),
     )
-    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
-    check_ddp_parameters(model, folder)
-    results = None
-    if if_main_process():
-        results = held_out_results(brain, model, datasets, samplers)
-        results.update(
-            iteration=iteration,
-            test_manifest=str(manifests["test"]),
-            targets=info["source"],
-            cluster_quality=info["cluster_quality"],
+
+
+def teacher_iteration(teacher) -> Path:
+    """The iteration folder of a HuBERT ``teacher`` run whose model and labels teach the first
+    quantization stage: its latest trained ``iter<N>``.
+    """
+    if teacher is None:
+        raise ValueError(
+            "quantize / quantize_chain need a teacher: set teacher to the output folder of a "
+            "trained FP32 HuBERT run (--teacher=results/...)"
         )
-        table = write_results(
+    folder = latest_iteration(teacher)
+    if folder is None or not (folder / "targets" / "targets.json").is_file():
+        raise FileNotFoundError(
+            f"--teacher {teacher}: not a trained HuBERT output folder (no iter<N> with a "
+            "checkpoint and targets/targets.json)"
+        )
+    return folder
+
+
+def quantize(hparams, run_opts, manifests: dict, stages: list) -> dict:
+    """Train the quantization stages on the labels of the teacher's latest iteration."""
+    iteration = teacher_iteration(hparams["teacher"])
+    datasets, samplers, info = iteration_datasets(hparams, manifests, iteration / "targets")
+    extra = {"test_manifest": str(manifests["test"]), "targets": info["source"]}
+    all_results = run_stages(
+        {**hparams, "teacher": str(iteration)},
+        stages,
+        train_stage=lambda model, folder: train_in_folder(
+            hparams,
+            run_opts,
+            model,
             folder,
-            results,
-            title=f"HuBERT iteration {iteration}: masked-prediction accuracy on held-out speakers",
-            description=(
-                f"Model: `{model.config['encoder']}`, {brain.optimizer_step} optimiser steps; "
-                f"test set `{manifests['test']}`.\n\n{cluster_quality_markdown(info)}"
-            ),
-        )
-        print(f"iteration {iteration}\n{table}")
-    return results
+            datasets,
+            samplers,
+            title=f"HuBERT {folder.name}: masked-prediction accuracy on held-out speakers",
+            extra=extra,
+        ),
+        calibration_batch=first_batch(
+            datasets["train"], samplers["train"], input_keys=HubertBrain.input_keys
+        ),
+    )
+    write_stages_summary(
+        hparams, all_results, teacher_results=iteration / "results.json", framework="HuBERT"
+    )
+    return all_results
 
 
 def summary_markdown(all_results: dict) -> str:
@@ -201,6 +302,10 @@ def summary_markdown(all_results: dict) -> str:
 def main(argv):
     hparams, run_opts, _ = setup_recipe(argv)
     manifests = prepare_manifests(hparams, default_builtin_folder=DEFAULT_BUILTIN_FOLDER)
+    stages = quantization_stages(hparams)
+    if stages:
+        quantize(hparams, run_opts, manifests, stages)
+        return
     all_results = {}
     for iteration in iteration_plan(hparams):
         results = run_iteration(hparams, run_opts, iteration, manifests)

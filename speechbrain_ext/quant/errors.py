@@ -2,18 +2,23 @@
 
 ``python -m speechbrain_ext.quant errors --encoders conformer_s,sparseformer_dn_s --seconds S``
 builds each Study A encoder inside HuBERT's waveform front end (as ``bench profile`` does), with
-**random initial weights** (no trained checkpoint is used: the numbers describe how each
-module type's quantization error grows through an untrained stack, not a trained model's
-accuracy), and feeds it held-out synthetic speech: English sentences spoken by eSpeak NG
-(:mod:`speechbrain_ext.corpus.espeak`), resampled to 16 kHz. The activation quantizers are
-initialised on one utterance and the errors measured on another.
+**random initial weights** (the numbers then describe how each module type's quantization
+error grows through an untrained stack); ``--models NAME=FOLDER,...`` measures trained SSL
+models instead (BEST-RQ or HuBERT output folders, through ``load_ssl_encoder``), and
+``--students NAME=FOLDER,...`` adds, for a model, its distilled quantized student (e.g. the
+recipe's ``--quantize=w1a1 --teacher=FOLDER`` run): the error before distillation (the trained
+weights quantized, α initialised) beside the error after. Input: held-out synthetic speech,
+English sentences spoken by eSpeak NG (:mod:`speechbrain_ext.corpus.espeak`), resampled to
+16 kHz. The activation quantizers are initialised on one utterance and the errors measured on
+another.
 
 For each module group (:data:`GROUPS`: attention projections, attention probabilities (with Q,
 K, V), FFN, convolutions, everything in the encoder; the waveform CNN front end stays FP32, as
 in Study A) a copy of the model is quantized with ``--bits`` on that group only, and every
 encoder layer's output is compared with the FP32 model's: relative error
-``‖h_q − h‖ / ‖h‖`` and mean per-frame cosine similarity. Writes ``quant_errors.csv``,
-``quant_errors.md`` and ``quant_errors.png`` to ``--out``.
+``‖h_q − h‖ / ‖h‖`` and mean per-frame cosine similarity. A student's rows are the group
+:data:`DISTILLED`. Writes ``quant_errors.csv``, ``quant_errors.md`` and ``quant_errors.png`` to
+``--out``.
 """
 
 import argparse
@@ -41,6 +46,9 @@ GROUPS = {
     "convolutions": ("encoder.layers.*.conv|encoder.pos_conv|encoder.time_reduction", False),
     "everything": ("encoder", True),
 }
+
+#: The group name of a distilled student's rows (everything quantized as its spec says, trained).
+DISTILLED = "everything, after distillation"
 
 SENTENCES = (
     "the birch canoe slid on the smooth planks and the boy was there when the sun rose",
@@ -81,41 +89,71 @@ def layer_errors(reference: list, quantized: list) -> list[tuple[float, float]]:
     return rows
 
 
-def measure(encoder: str, *, bits: str, seconds: float, seed: int = 0) -> list[dict]:
-    """Rows (encoder, group, layer, rel_error, cosine) for one encoder preset."""
+def measure(
+    encoder: str,
+    *,
+    bits: str,
+    seconds: float,
+    seed: int = 0,
+    model: torch.nn.Module | None = None,
+    student: torch.nn.Module | None = None,
+) -> list[dict]:
+    """Rows (encoder, weights, group, layer, rel_error, cosine) for one encoder.
+
+    Arguments
+    ---------
+    encoder : str
+        A Study A preset, built with random weights (seeded by ``seed``), unless ``model`` is
+        given; then the name shown for it.
+    bits, seconds : str, float
+        Precision of the quantized group and length of the utterances.
+    model : nn.Module, optional
+        A trained encoder (``load_ssl_encoder``): ``(wavs, wav_lens) -> list of layers``.
+    student : nn.Module, optional
+        ``model``'s distilled quantized student, measured as the group :data:`DISTILLED`.
+    """
     from speechbrain_ext.bench.profile import build_profile_target
 
-    torch.manual_seed(seed)
-    model, _ = build_profile_target(encoder, seconds=seconds, frontend="hubert")
+    weights = "trained"
+    if model is None:
+        torch.manual_seed(seed)
+        model, _ = build_profile_target(encoder, seconds=seconds, frontend="hubert")
+        weights = f"random (seed {seed})"
     model = model.eval()
     calibration = synthetic_speech(seconds, sentence=0)
     held_out = synthetic_speech(seconds, sentence=2)
     ones = torch.ones(1)
     with torch.no_grad():  # the encoder layers' outputs (the front end's, first, is FP32)
         reference = model(held_out, ones)[1:]
-    rows = []
+    measured = []
     for group, (patterns, attention) in GROUPS.items():
         spec = {"bits": bits, "only": patterns.split("|"), "attention": attention}
         spec["only"] = [p for p in spec["only"] if _has_match(model, p)]
         if not spec["only"]:
             continue  # e.g. no convolution in this encoder
-        student = quantize_model(copy.deepcopy(model), spec)
-        initialize_quantizers(student, calibration, ones)
+        quantized = quantize_model(copy.deepcopy(model), spec)
+        initialize_quantizers(quantized, calibration, ones)
         with torch.no_grad():
-            errors = layer_errors(reference, student(held_out, ones)[1:])
-        for layer, (rel, cos) in enumerate(errors, start=1):
-            rows.append(
-                {
-                    "encoder": encoder,
-                    "bits": bits,
-                    "group": group,
-                    "layer": layer,
-                    "rel_error": round(rel, 5),
-                    "cosine": round(cos, 5),
-                    "seconds": seconds,
-                }
+            measured.append((group, layer_errors(reference, quantized(held_out, ones)[1:])))
+    if student is not None:
+        with torch.no_grad():
+            measured.append(
+                (DISTILLED, layer_errors(reference, student.eval()(held_out, ones)[1:]))
             )
-    return rows
+    return [
+        {
+            "encoder": encoder,
+            "weights": weights,
+            "bits": bits,
+            "group": group,
+            "layer": layer,
+            "rel_error": round(rel, 5),
+            "cosine": round(cos, 5),
+            "seconds": seconds,
+        }
+        for group, errors in measured
+        for layer, (rel, cos) in enumerate(errors, start=1)
+    ]
 
 
 def _has_match(model, pattern: str) -> bool:
@@ -140,7 +178,7 @@ def plot(rows: list[dict], path: Path) -> None:
     encoders = list(dict.fromkeys(r["encoder"] for r in rows))
     fig, axes = plt.subplots(1, len(encoders), figsize=(4.2 * len(encoders), 3.6), squeeze=False)
     for ax, encoder in zip(axes[0], encoders):
-        for group in GROUPS:
+        for group in (*GROUPS, DISTILLED):
             points = [
                 (r["layer"], r["rel_error"])
                 for r in rows
@@ -161,7 +199,18 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``errors`` command's options."""
-    parser.add_argument("--encoders", default=",".join(DEFAULT_ENCODERS), help="Study A presets")
+    parser.add_argument(
+        "--encoders", default=",".join(DEFAULT_ENCODERS),
+        help="Study A presets built with random weights, comma-separated (none: no preset)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--models", default="", metavar="NAME=FOLDER,...",
+        help="trained SSL output folders (BEST-RQ or HuBERT), measured instead of / beside presets",
+    )  # fmt: skip
+    parser.add_argument(
+        "--students", default="", metavar="NAME=FOLDER,...",
+        help="the distilled quantized student of a --models NAME (after-distillation rows)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each utterance")
     parser.add_argument("--bits", default="w1a1", help="precision of the quantized group")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -170,12 +219,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def errors_command(args, argv=None) -> list[dict]:
     """Run ``errors``; writes CSV, Markdown and PNG and returns the rows."""
-    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    from speechbrain_ext.ssl.export import load_ssl_encoder
+
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip() not in ("", "none")]
+    models, students = (
+        named_folders(args.models, "--models"),
+        named_folders(args.students, "--students"),
+    )
+    unknown = sorted(set(students) - set(models))
+    if unknown:
+        raise ValueError(f"--students {unknown}: no --models entry of that name")
+    if not encoders and not models:
+        raise ValueError("nothing to measure: give --encoders or --models")
     rows = [
         row
         for encoder in encoders
         for row in measure(encoder, bits=args.bits, seconds=args.seconds, seed=args.seed)
     ]
+    for name, folder in models.items():
+        student = load_ssl_encoder(students[name]) if name in students else None
+        rows += measure(
+            name,
+            bits=args.bits,
+            seconds=args.seconds,
+            model=load_ssl_encoder(folder),
+            student=student,
+        )
     machine = machine_info("cpu")
     for row in rows:
         row["machine"] = machine
@@ -188,6 +257,7 @@ def errors_command(args, argv=None) -> list[dict]:
     table = markdown_table(
         [
             "encoder",
+            "weights",
             "quantized group",
             "layers",
             "rel. error, last layer",
@@ -197,6 +267,7 @@ def errors_command(args, argv=None) -> list[dict]:
         [
             [
                 encoder,
+                row["weights"],
                 group,
                 row["layer"],
                 f"{row['rel_error']:.3f}",
@@ -210,8 +281,8 @@ def errors_command(args, argv=None) -> list[dict]:
     text = (
         f"# Quantization error propagation ({args.bits}, one module group at a time)\n\n"
         f"Machine: {machine}\n\nCommand: `{command.strip()}`\n\n"
-        "Models: Study A encoders inside HuBERT's waveform CNN front end (kept FP32), **random "
-        f"initial weights** (seed {args.seed}; no trained checkpoint), eval mode. Input: "
+        + models_description(encoders, models, students, seed=args.seed)
+        + " Eval mode. Input: "
         f"{args.seconds:g} s of synthetic English speech (eSpeak NG, 16 kHz); activation "
         "quantizers initialised on another utterance. Error of every encoder layer's output "
         "against the FP32 model: relative error ‖h_q − h‖/‖h‖ and mean per-frame cosine "
@@ -222,6 +293,52 @@ def errors_command(args, argv=None) -> list[dict]:
     (out / "quant_errors.md").write_text(text)
     print(text)
     return rows
+
+
+def models_description(encoders, models: dict, students: dict, *, seed: int) -> str:
+    """What the table measured, in a sentence or two."""
+    parts = []
+    if encoders:
+        parts.append(
+            "Study A encoders inside HuBERT's waveform CNN front end (kept FP32) with **random "
+            f"initial weights** (seed {seed}; no trained checkpoint): {', '.join(encoders)}."
+        )
+    if models:
+        parts.append(
+            "Trained models (their FP32 front end kept): "
+            + ", ".join(f"{name} = `{folder}`" for name, folder in models.items())
+            + "."
+        )
+    if students:
+        parts.append(
+            f"Rows '{DISTILLED}': the distilled student against its FP32 teacher: "
+            + ", ".join(f"{name} = `{folder}`" for name, folder in students.items())
+            + "."
+        )
+    return "Models: " + " ".join(parts)
+
+
+def named_folders(text: str, option: str) -> dict[str, str]:
+    """``"a=x,b=y"`` → ``{"a": "x", "b": "y"}``; ``ValueError`` naming ``option`` otherwise.
+
+    Example
+    -------
+    >>> named_folders("conformer_s=runs/c, sparse=runs/s", "--models")
+    {'conformer_s': 'runs/c', 'sparse': 'runs/s'}
+    >>> named_folders("runs/c", "--models")
+    Traceback (most recent call last):
+    ...
+    ValueError: --models wants NAME=FOLDER,..., got 'runs/c'
+    """
+    pairs = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"{option} wants NAME=FOLDER,..., got {item!r}")
+        pairs[name.strip()] = folder.strip()
+    return pairs
 
 
 def _mean(rows, encoder, group) -> float:

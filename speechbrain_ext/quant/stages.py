@@ -142,3 +142,23 @@ def stages_markdown(all_results: dict, *, teacher_results: dict | None = None) -
             f"| {100 * accuracy['most_frequent_class']:.2f} | {100 * accuracy['random_init']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def write_stages_summary(hparams, all_results: dict, *, teacher_results, framework: str) -> None:
+    """For a chain (``quantize_chain``), write and print ``<output_folder>/results.md``: the
+    :func:`stages_markdown` table with the teacher's row from ``teacher_results`` (its
+    ``results.json``, when it exists). Main process only; a single student has its own
+    ``results.md`` already.
+    """
+    if not if_main_process() or not hparams["quantize_chain"]:
+        return
+    teacher_results = Path(teacher_results)
+    table = stages_markdown(
+        all_results,
+        teacher_results=json.loads(teacher_results.read_text())
+        if teacher_results.is_file()
+        else None,
+    )
+    path = Path(hparams["output_folder"]) / "results.md"
+    path.write_text(f"# {framework} quantization chain\n\n{table}\n")
+    print(table)
