@@ -267,7 +267,7 @@ def test_unknown_probe_lists_valid_names():
 # -------------------------------------------------------------------------------- tasks
 
 
-def test_every_task_has_a_recipe_for_each_probe():
+def test_every_task_has_a_recipe_folder_for_each_probe():
     for name in list_tasks():
         task = get_task(name)
         assert (ROOT / "MP3S" / name / "train.py").is_file()
@@ -580,25 +580,23 @@ def test_runner_checks_the_encoder_before_any_baseline(tiny_manifests, tmp_path,
         assert not work.exists() and not results.exists()  # no baseline ran, no table written
 
 
-def test_a_failed_run_is_reported_as_failed_never_as_a_score(tiny_manifests, tmp_path):
+def test_a_failed_run_is_reported_as_failed_never_as_a_score(tiny_manifests, tmp_path, monkeypatch):
+    from speechbrain_ext.downstream import grid
     from speechbrain_ext.mp3s.runner import RunResult, Variant, run_one, write_tables
 
     diverged = make_tiny_bestrq(tmp_path / "diverged")
     poison_checkpoint(diverged)
     options = dict(
-        recipes=ROOT / "MP3S", work_folder=tmp_path / "work", data_folders={},
-        manifest_root=tiny_manifests, overrides=["number_of_epochs=1"],
+        work_folder=tmp_path / "work", data_folders={}, manifest_root=tiny_manifests,
+        overrides=["number_of_epochs=1"],
     )  # fmt: skip
-    failed = run_one("SLURP", "meanpool_linear", Variant("encoder", str(diverged)), **options)
+    failed = run_one("mp3s/SLURP", "meanpool_linear", Variant("encoder", str(diverged)), **options)
     assert failed.failed and "non-finite" in failed.error and failed.value is None
-    # A recipe that "succeeds" with a NaN metric or NaN layer weights is a failure too.
-    recipes = tmp_path / "recipes"
-    (recipes / "SLURP").mkdir(parents=True)
-    (recipes / "SLURP" / "train.py").write_text(
-        "def main(argv):\n    return {'value': float('nan'), 'layer_weights': [float('nan')] * 3}\n"
+    # A task that "succeeds" with a NaN metric or NaN layer weights is a failure too.
+    monkeypatch.setattr(
+        grid, "run_task", lambda *a: {"value": float("nan"), "layer_weights": [float("nan")] * 3}
     )
-    options["recipes"] = recipes
-    nan_score = run_one("SLURP", "meanpool_linear", Variant("random", "x", False), **options)
+    nan_score = run_one("mp3s/SLURP", "meanpool_linear", Variant("random", "x", False), **options)
     assert nan_score.failed and "not a finite number" in nan_score.error
     good = RunResult(
         variant=Variant("fbank", "fbank"), task="SLURP", probe="meanpool_linear",
