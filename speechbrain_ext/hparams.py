@@ -14,6 +14,10 @@ HyperPyYAML overrides: so ``--key=value`` reaches every key of the base, and a k
 not have (misspelt, in a variant or on the command line) is an error, as for any SpeechBrain
 yaml.
 
+``base`` may also name a file shipped inside an installed package, as ``<package>:<path>``
+(``base: speechbrain_ext.downstream:configs/mp3s/SLURP/meanpool_linear.yaml``): the recipe
+folder's variant then stays a few lines while the yaml itself is package data.
+
 Example
 -------
 >>> folder = getfixture("tmp_path")
@@ -33,12 +37,14 @@ ValueError: --lr=abc: base.yaml gives lr a number (0.1); 'abc' is not one
 """
 
 import re
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
 _BASE_KEY = re.compile(r"^base:", re.M)
+_PACKAGE_BASE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+):(.+)$")
 
 
 def is_variant(path) -> bool:
@@ -64,11 +70,30 @@ def resolve_variant(path) -> tuple[Path, dict]:
         raise ValueError(f"{path}: a variant must be plain YAML (no tags): {error}") from error
     if not isinstance(values, dict) or not isinstance(values.get("base"), str):
         raise ValueError(f"{path}: a variant needs 'base: <file>' and key: value lines")
-    parent = path.parent / values.pop("base")
+    parent = base_path(path, values.pop("base"))
     if not parent.is_file():
         raise FileNotFoundError(f"{path}: its base {parent} does not exist")
     base, inherited = resolve_variant(parent)
     return base, {**inherited, **values}
+
+
+def base_path(variant, base: str) -> Path:
+    """The file a variant's ``base`` names: ``<package>:<path>`` inside an importable package
+    (a dotted name, ``speechbrain_ext.downstream:configs/...``), else a path relative to the
+    variant.
+
+    Example
+    -------
+    >>> base_path("MP3S/SLURP/hparams/x.yaml", "speechbrain_ext.downstream:configs/a.yaml").name
+    'a.yaml'
+    >>> str(base_path("hparams/fast.yaml", "base.yaml"))
+    'hparams/base.yaml'
+    """
+    match = _PACKAGE_BASE.match(base)
+    if match is None:
+        return Path(variant).parent / base
+    package, resource = match.groups()
+    return Path(str(files(package))) / resource
 
 
 def parse_overrides(overrides) -> dict:

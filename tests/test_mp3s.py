@@ -18,11 +18,12 @@ from speechbrain.dataio.dataio import read_audio
 from torch import nn
 
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.mp3s.baselines import FbankEncoder
-from speechbrain_ext.mp3s.cache import CacheStats, LayerFeatureCache, encoder_checksum
-from speechbrain_ext.mp3s.featurizer import SSLFeaturizer, WeightedLayerSum
-from speechbrain_ext.mp3s.probes import build_probe, list_probes
-from speechbrain_ext.mp3s.tasks import get_task, list_tasks, resolve_folds, write_fold_manifests
+from speechbrain_ext.downstream.baselines import FbankEncoder
+from speechbrain_ext.downstream.cache import CacheStats, LayerFeatureCache, encoder_checksum
+from speechbrain_ext.downstream.featurizer import SSLFeaturizer, WeightedLayerSum
+from speechbrain_ext.downstream.folds import resolve_folds, write_fold_manifests
+from speechbrain_ext.downstream.probes import build_probe, list_probes
+from speechbrain_ext.mp3s.tasks import get_task, list_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16000
@@ -266,7 +267,7 @@ def test_unknown_probe_lists_valid_names():
 # -------------------------------------------------------------------------------- tasks
 
 
-def test_every_task_has_a_recipe_for_each_probe():
+def test_every_task_has_a_recipe_folder_for_each_probe():
     for name in list_tasks():
         task = get_task(name)
         assert (ROOT / "MP3S" / name / "train.py").is_file()
@@ -384,7 +385,7 @@ def test_killed_probe_training_resumes_from_its_last_checkpoint(tiny_manifests, 
 
 @pytest.mark.parametrize("key", ["lr_schedule", "checkpoint_selection"])
 def test_brain_rejects_an_unknown_schedule_or_selection(tmp_path, key):
-    from speechbrain_ext.mp3s.brains import ClassificationBrain
+    from speechbrain_ext.downstream.brains import ClassificationBrain
 
     hparams = {
         "number_of_epochs": 1, "lr": 0.1, "annealing_factor": 0.5, "lr_schedule": "linear",
@@ -486,7 +487,7 @@ def make_tiny_hubert_run(folder: Path, iterations=(1, 2), trained=(1, 2)) -> Pat
 
 def test_nan_weights_are_refused_at_load(tmp_path):
     from speechbrain_ext import load_ssl_encoder
-    from speechbrain_ext.mp3s.baselines import load_mp3s_encoder
+    from speechbrain_ext.downstream.baselines import load_mp3s_encoder
     from speechbrain_ext.ssl.export import load_ssl_model
 
     folder = make_tiny_bestrq(tmp_path / "diverged")
@@ -500,7 +501,7 @@ def test_nan_weights_are_refused_at_load(tmp_path):
 
 
 def test_non_finite_features_are_refused(tmp_path):
-    from speechbrain_ext.mp3s.featurizer import NonFiniteFeaturesError
+    from speechbrain_ext.downstream.featurizer import NonFiniteFeaturesError
 
     encoder = TinyEncoder()
     with torch.no_grad():
@@ -532,7 +533,7 @@ def write_wav(path: Path, seconds: float = 0.2) -> Path:
 
 def test_misspelt_or_unrelated_paths_never_load_a_parent_folders_model(tmp_path):
     from speechbrain_ext import load_ssl_encoder
-    from speechbrain_ext.mp3s.baselines import load_mp3s_encoder
+    from speechbrain_ext.downstream.baselines import load_mp3s_encoder
 
     folder = make_tiny_bestrq(tmp_path / "bestrq")
     (folder / "logs").mkdir()
@@ -579,25 +580,23 @@ def test_runner_checks_the_encoder_before_any_baseline(tiny_manifests, tmp_path,
         assert not work.exists() and not results.exists()  # no baseline ran, no table written
 
 
-def test_a_failed_run_is_reported_as_failed_never_as_a_score(tiny_manifests, tmp_path):
+def test_a_failed_run_is_reported_as_failed_never_as_a_score(tiny_manifests, tmp_path, monkeypatch):
+    from speechbrain_ext.downstream import grid
     from speechbrain_ext.mp3s.runner import RunResult, Variant, run_one, write_tables
 
     diverged = make_tiny_bestrq(tmp_path / "diverged")
     poison_checkpoint(diverged)
     options = dict(
-        recipes=ROOT / "MP3S", work_folder=tmp_path / "work", data_folders={},
-        manifest_root=tiny_manifests, overrides=["number_of_epochs=1"],
+        work_folder=tmp_path / "work", data_folders={}, manifest_root=tiny_manifests,
+        overrides=["number_of_epochs=1"],
     )  # fmt: skip
-    failed = run_one("SLURP", "meanpool_linear", Variant("encoder", str(diverged)), **options)
+    failed = run_one("mp3s/SLURP", "meanpool_linear", Variant("encoder", str(diverged)), **options)
     assert failed.failed and "non-finite" in failed.error and failed.value is None
-    # A recipe that "succeeds" with a NaN metric or NaN layer weights is a failure too.
-    recipes = tmp_path / "recipes"
-    (recipes / "SLURP").mkdir(parents=True)
-    (recipes / "SLURP" / "train.py").write_text(
-        "def main(argv):\n    return {'value': float('nan'), 'layer_weights': [float('nan')] * 3}\n"
+    # A task that "succeeds" with a NaN metric or NaN layer weights is a failure too.
+    monkeypatch.setattr(
+        grid, "run_task", lambda *a: {"value": float("nan"), "layer_weights": [float("nan")] * 3}
     )
-    options["recipes"] = recipes
-    nan_score = run_one("SLURP", "meanpool_linear", Variant("random", "x", False), **options)
+    nan_score = run_one("mp3s/SLURP", "meanpool_linear", Variant("random", "x", False), **options)
     assert nan_score.failed and "not a finite number" in nan_score.error
     good = RunResult(
         variant=Variant("fbank", "fbank"), task="SLURP", probe="meanpool_linear",

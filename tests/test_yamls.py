@@ -22,7 +22,11 @@ from speechbrain_ext.hparams import is_variant, load_recipe_hparams, resolve_var
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_YAMLS = sorted(
-    [*ROOT.glob("recipes/*/hparams/*.yaml"), *ROOT.glob("MP3S/*/hparams/*.yaml")],
+    [
+        *ROOT.glob("recipes/*/hparams/*.yaml"),
+        *ROOT.glob("MP3S/*/hparams/*.yaml"),
+        *ROOT.glob("speechbrain_ext/downstream/configs/*/*/*.yaml"),  # the tasks' probe yamls
+    ],
     key=lambda p: str(p),
 )
 RECIPE_TEXTS = [p.read_text() for p in RECIPE_YAMLS]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """MP3S SLURP intent: scenario classification (18 classes) on an encoder's learned layer mix;
-test accuracy.
+test accuracy. The task is ``speechbrain_ext.mp3s.tasks``' ``SLURP``, run by the downstream engine.
 
 Usage: python MP3S/SLURP/train.py MP3S/SLURP/hparams/meanpool_linear.yaml \
     [--encoder=PATH] [--pretrained=False] [--data_folder=/path/to/slurp]
@@ -8,36 +8,11 @@ Usage: python MP3S/SLURP/train.py MP3S/SLURP/hparams/meanpool_linear.yaml \
 
 import sys
 
-from speechbrain_ext.mp3s import recipe
-from speechbrain_ext.mp3s.brains import ClassificationBrain
-from speechbrain_ext.mp3s.tasks import get_task
-
-TASK = get_task("SLURP")
+from speechbrain_ext.downstream import run_recipe
 
 
 def main(argv=None):
-    hparams, run_opts = recipe.load_recipe(argv, recipe_file=__file__)
-    manifests = recipe.recipe_manifests(hparams, TASK)
-    featurizer = recipe.build_featurizer(hparams)
-    datasets = recipe.feature_datasets(
-        manifests, featurizer, hparams, device=run_opts.get("device", "cpu")
-    )
-    classes = recipe.add_class_targets(datasets, TASK.label)
-    recipe.set_outputs(datasets, hparams, "target")
-
-    probe = recipe.make_probe(hparams, featurizer, len(classes))
-    brain = ClassificationBrain(
-        featurizer=featurizer, probe=probe, hparams=hparams, run_opts=run_opts
-    )
-    brain.train_probe(datasets)
-    stats = brain.test(datasets["test"])
-    return recipe.write_results(
-        hparams,
-        TASK,
-        value=stats["accuracy"],
-        layer_weights=featurizer.layer_weights(),
-        test_stats=stats,
-    )
+    return run_recipe("mp3s/SLURP", argv)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
-"""Wiring shared by the ``MP3S/<task>/train.py`` recipes.
+"""The steps every kind of downstream task shares (:mod:`~speechbrain_ext.downstream.kinds`).
 
-A recipe (1) reads its yaml with :func:`load_recipe`, (2) gets its manifests with
-:func:`recipe_manifests`, (3) builds the frozen encoder and its learned layer weighting with
+A kind (1) creates the experiment folder with :func:`setup_experiment`, (2) gets its manifests with
+:func:`task_split_manifests`, (3) builds the frozen encoder and its learned layer weighting with
 :func:`build_featurizer`, (4) loads datasets whose features come from the on-disk cache (or from
 audio when fine-tuning) with :func:`feature_datasets`, (5) trains a probe with a Brain of
-:mod:`speechbrain_ext.mp3s.brains` and (6) records the score with :func:`write_results`.
+:mod:`speechbrain_ext.downstream.brains` and (6) records the score with :func:`write_results`.
 
-Yaml keys read here (every recipe defines them): ``seed``, ``encoder``, ``pretrained``,
+Yaml keys read here (every task's yaml defines them): ``seed``, ``encoder``, ``pretrained``,
 ``freeze_encoder``, ``layer_norm``, ``cache_features``, ``cache_folder``, ``cache_batch_size``,
 ``output_folder``, ``save_folder``, ``train_log``, ``data_folder``, ``manifest_root``,
 ``builtin_folder``, ``builtin_minutes``, ``builtin_seed``, ``manifest_folder``,
@@ -15,59 +15,45 @@ Yaml keys read here (every recipe defines them): ``seed``, ``encoder``, ``pretra
 
 import json
 import logging
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
+import yaml
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.mp3s.baselines import load_mp3s_encoder
-from speechbrain_ext.mp3s.brains import uses_cache
-from speechbrain_ext.mp3s.cache import LayerFeatureCache, encoder_checksum
-from speechbrain_ext.mp3s.featurizer import SSLFeaturizer
-from speechbrain_ext.mp3s.probes import build_probe
-from speechbrain_ext.mp3s.tasks import SPLITS, Task, task_manifests
+from speechbrain_ext.downstream.baselines import load_mp3s_encoder
+from speechbrain_ext.downstream.brains import uses_cache
+from speechbrain_ext.downstream.cache import LayerFeatureCache, encoder_checksum
+from speechbrain_ext.downstream.featurizer import SSLFeaturizer
+from speechbrain_ext.downstream.probes import build_probe
+from speechbrain_ext.downstream.task import SPLITS, Task, task_manifests
 
 logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 
 
-def load_recipe(argv=None, *, recipe_file=None):
-    """Parse a recipe's command line and yaml; create its output folder (holding the resolved
-    yaml and a copy of ``recipe_file``, the recipe's ``train.py``).
-
-    Returns
-    -------
-    hparams : dict
-        The loaded yaml (with overrides applied).
-    run_opts : dict
-        SpeechBrain run options (``--device`` ...).
+def setup_experiment(hparams: dict) -> None:
+    """Create ``output_folder`` with the resolved yaml (``hyperparams.yaml``) and the log file
+    (``log.txt``), and seed torch with ``seed``, as SpeechBrain's recipes do.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-        save_env_desc=False,
+    folder = Path(hparams["output_folder"])
+    sb.create_experiment_directory(experiment_directory=str(folder), save_env_desc=False)
+    text = yaml.safe_dump(dict(hparams), sort_keys=False, allow_unicode=True)
+    (folder / "hyperparams.yaml").write_text(
+        f"# Resolved by speechbrain_ext.downstream ({time.strftime('%Y-%m-%d')})\n"
+        "# yamllint disable\n" + text,
+        encoding="utf-8",
     )
-    if recipe_file is not None:
-        shutil.copy(recipe_file, hparams["output_folder"])
     torch.manual_seed(hparams["seed"])
-    return hparams, run_opts
 
 
-def recipe_manifests(hparams: dict, task: Task, **options) -> dict[str, Path]:
+def task_split_manifests(hparams: dict, task: Task, **options) -> dict[str, Path]:
     """The task's manifests (the built-in corpus, or the real one when ``data_folder`` is set),
     validated before any training: columns, durations, readable mono 16 kHz audio, unique IDs
     within and across splits (:func:`~speechbrain_ext.data.validate.validate_manifests`; rows
@@ -209,7 +195,7 @@ def write_results(hparams: dict, task: Task, *, value: float, layer_weights: lis
     Arguments
     ---------
     hparams : dict
-        The recipe's yaml.
+        The task's yaml.
     task : Task
         The task.
     value : float

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from speechbrain.decoders.ctc import ctc_greedy_decode
 from speechbrain.utils.metric_stats import EER, ErrorRateStats
 
-from speechbrain_ext.mp3s.tokenizers import BLANK_INDEX
+from speechbrain_ext.downstream.tokenizers import BLANK_INDEX
 
 
 def ctc_greedy_texts(log_probs: torch.Tensor, lens: torch.Tensor, tokenizer) -> list[str]:

@@ -6,8 +6,8 @@
   validated and tested by cosine scoring of its embeddings over trials, EER (SpeechBrain's
   ``EER``).
 
-All take the featurizer, the probe, the recipe's yaml and run options; features come from the
-layer cache (``layers`` items) or from audio (``sig`` items), see ``recipe.feature_datasets``.
+All take the featurizer, the probe, the task's yaml and run options; features come from the
+layer cache (``layers`` items) or from audio (``sig`` items), see ``pipeline.feature_datasets``.
 Yaml keys used: ``number_of_epochs``, ``batch_size``, ``lr``, ``encoder_lr``, ``lr_schedule``,
 ``annealing_factor``, ``checkpoint_selection``, ``save_folder``, ``train_log``, ``output_folder``,
 ``freeze_encoder``, ``cache_features``.
@@ -21,15 +21,15 @@ from speechbrain.utils.epoch_loop import EpochCounter
 from speechbrain.utils.metric_stats import ErrorRateStats
 from speechbrain.utils.train_logger import FileTrainLogger
 
-from speechbrain_ext.mp3s.featurizer import SSLFeaturizer
-from speechbrain_ext.mp3s.metrics import (
+from speechbrain_ext.downstream.featurizer import SSLFeaturizer
+from speechbrain_ext.downstream.metrics import (
     accuracy,
     add_word_errors,
     all_pair_trials,
     cosine_eer,
     ctc_greedy_texts,
 )
-from speechbrain_ext.mp3s.tokenizers import BLANK_INDEX
+from speechbrain_ext.downstream.tokenizers import BLANK_INDEX
 from speechbrain_ext.ssl.checkpoints import AtomicCheckpointer
 
 LR_SCHEDULES = ("newbob", "linear")
@@ -80,7 +80,7 @@ class ProbeBrain(sb.Brain):
     probe : torch.nn.Module
         The downstream probe.
     hparams : dict
-        The recipe's yaml.
+        The task's yaml.
     run_opts : dict
         SpeechBrain run options.
     """

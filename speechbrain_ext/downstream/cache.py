@@ -10,7 +10,7 @@ LibriSpeech-style ids) apart.
 Example
 -------
 >>> import torch
->>> from speechbrain_ext.mp3s.baselines import FbankEncoder
+>>> from speechbrain_ext.downstream.baselines import FbankEncoder
 >>> cache = LayerFeatureCache(getfixture("tmp_path"), key=encoder_checksum(FbankEncoder()))
 >>> cache.has("utt/1", "/data/a.wav")
 False
@@ -34,7 +34,7 @@ import torch
 from speechbrain.dataio.dataio import read_audio
 from torch import nn
 
-from speechbrain_ext.mp3s.featurizer import NonFiniteFeaturesError
+from speechbrain_ext.downstream.featurizer import NonFiniteFeaturesError
 from speechbrain_ext.nnet.masking import wav_lens_to_lengths
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class LayerFeatureCache:
         """Store (frames, layers, hidden_size) features of one utterance (atomically).
 
         Features that are not finite, or overflow the storage type, raise
-        :class:`~speechbrain_ext.mp3s.featurizer.NonFiniteFeaturesError` and are not written.
+        :class:`~speechbrain_ext.downstream.featurizer.NonFiniteFeaturesError` and are not written.
         """
         if layers.dim() != 3:
             raise ValueError(

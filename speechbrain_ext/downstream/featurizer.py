@@ -48,7 +48,7 @@ def check_finite_features(stacked: torch.Tensor, wav_lens=None, *, source: str) 
     >>> check_finite_features(feats, torch.tensor([1.0, 0.5]), source="demo")
     Traceback (most recent call last):
     ...
-    speechbrain_ext.mp3s.featurizer.NonFiniteFeaturesError: demo gave non-finite ...
+    speechbrain_ext.downstream.featurizer.NonFiniteFeaturesError: demo gave non-finite ...
     """
     finite = torch.isfinite(stacked).all(dim=-1)  # (batch, frames, layers)
     if wav_lens is not None:
@@ -167,7 +167,7 @@ class SSLFeaturizer(nn.Module):
 
     Example
     -------
-    >>> from speechbrain_ext.mp3s.baselines import FbankEncoder
+    >>> from speechbrain_ext.downstream.baselines import FbankEncoder
     >>> featurizer = SSLFeaturizer(encoder=FbankEncoder())
     >>> feats = featurizer(torch.randn(2, 3200), torch.tensor([1.0, 0.5]))
     >>> feats.shape
