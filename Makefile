@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo hubert-demo format
+.PHONY: install test lint demo hubert-demo quant-demo format
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,13 @@ HUBERT_OUTPUT ?= results/cpu_conformer_s
 hubert-demo: $(STAMP)
 	cd recipes/HuBERT && $(abspath $(PY)) train.py hparams/cpu.yaml --encoder=conformer_s \
 		--output_folder=$(HUBERT_OUTPUT)
+
+# BiT's staged chain FP32 -> W1A4 -> W1A2 -> W1A1 on the main job's model (the teacher is
+# `make demo`'s folder, trained first if missing; recipes/BEST-RQ/hparams/cpu_chain.yaml), then
+# the MP3S runner on the teacher and its W1A1 student beside fbank and a random encoder.
+quant-demo: $(STAMP)
+	test -f recipes/BEST-RQ/$(DEMO_OUTPUT)/results.json || $(MAKE) demo
+	cd recipes/BEST-RQ && $(abspath $(PY)) train.py hparams/cpu_chain.yaml \
+		--teacher=$(DEMO_OUTPUT) --output_folder=$(DEMO_OUTPUT)_chain
+	$(PY) -m speechbrain_ext.mp3s --encoder recipes/BEST-RQ/$(DEMO_OUTPUT) \
+		recipes/BEST-RQ/$(DEMO_OUTPUT)_chain/stage3_w1a1 --name cpu_fastformer_w1a1 --tasks all

@@ -182,9 +182,29 @@ def test_encode_of_padded_batch_matches_single_utterance(front_end):
     with torch.no_grad():
         together = model.encode(batch, torch.tensor([1.0, 0.6]))[-1]
         alone = model.encode(short, torch.ones(1))[-1]
-    # The last frame sees the STFT's end padding (reflection alone, zeros in a batch).
-    valid = alone.shape[1] - 1
-    torch.testing.assert_close(together[1, :valid], alone[0, :valid], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(together[1, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("samples", [7990, 8080, 8130, 12345])
+def test_features_of_padded_batch_equal_the_utterance_alone(samples):
+    """Lengths whose relative length × frames rounds to another frame count than the utterance
+    has alone: the sentence normalisation must still take exactly its own frames."""
+    torch.manual_seed(0)
+    model = tiny_model(front_end="conv").eval()
+    wavs = torch.zeros(2, 16000)
+    wavs[0], wavs[1, :samples] = torch.randn(16000), torch.randn(samples)
+    wav_lens = torch.tensor([1.0, samples / 16000])
+    with torch.no_grad():
+        feats, lengths = model.encoder.extract(wavs, wav_lens)
+        alone, alone_lengths = model.encoder.extract(wavs[1:, :samples], torch.ones(1))
+        together = model.encode(wavs, wav_lens)[-1]
+        encoded_alone = model.encode(wavs[1:, :samples], torch.ones(1))[-1]
+    assert int(lengths[1]) == int(alone_lengths[0]) == samples // 160 + 1
+    frames = int(lengths[1])
+    torch.testing.assert_close(feats[1, :frames], alone[0, :frames], atol=1e-5, rtol=1e-5)
+    assert float(feats[1, frames:].abs().max()) == 0.0
+    valid = encoded_alone.shape[1]
+    torch.testing.assert_close(together[1, :valid], encoded_alone[0], atol=1e-4, rtol=1e-4)
 
 
 def test_presets_and_overrides():

@@ -33,7 +33,7 @@ from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
 from speechbrain.processing.features import InputNormalization
 from torch import nn
 
-from speechbrain_ext.nnet.masking import wav_lens_to_padding_mask, zero_padded
+from speechbrain_ext.nnet.masking import lengths_to_padding_mask, zero_padded
 from speechbrain_ext.registry import Registry
 from speechbrain_ext.ssl.bestrq import stack_frames
 
@@ -118,15 +118,42 @@ class FilterbankFeatures(nn.Module):
         """Frames produced for ``num_samples`` samples (centred STFT)."""
         return num_samples // self.hop_samples + 1
 
+    def frame_lengths(self, wav_lens: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """Valid frames of each utterance of a batch padded to ``num_samples`` samples: the
+        frames the utterance gives alone (:meth:`num_frames` of its own sample count).
+
+        Scaling the relative length by the frame count instead (SpeechBrain's convention)
+        can count one frame more or less than the utterance has alone, and SpeechBrain's
+        sentence normalisation rounds up: the statistics would then take in a padded frame.
+
+        Example
+        -------
+        >>> features = FilterbankFeatures(n_mels=40)
+        >>> features.frame_lengths(torch.tensor([1.0, 8080 / 16000]), 16000).tolist()
+        [101, 51]
+        >>> round(8080 / 16000 * 101 + 0.5)  # what a relative length over 101 frames rounds up to
+        52
+        """
+        samples = torch.round(wav_lens.double() * num_samples).long()
+        return samples // self.hop_samples + 1
+
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
-        """``wavs`` (batch, samples), relative ``wav_lens`` → (batch, frames, n_mels)."""
+        """``wavs`` (batch, samples), relative ``wav_lens`` → (batch, frames, n_mels).
+
+        The valid frames of an utterance equal those it gives alone (fp32, within 1e-5),
+        whatever the batch (:meth:`frame_lengths`); the padded frames are zero.
+        """
         if wavs.dim() != 2:
             raise ValueError(f"expected wavs of shape (batch, samples), got {tuple(wavs.shape)}")
         with torch.autocast(wavs.device.type, enabled=False):
             feats = self.fbank(wavs.float())  # (batch, frames, n_mels)
-            feats = self.normalize(feats, wav_lens)
-        padding = wav_lens_to_padding_mask(wav_lens.to(feats.device), feats.shape[1])
-        return zero_padded(feats, padding)
+            frames = feats.shape[1]
+            lengths = self.frame_lengths(wav_lens.to(feats.device), wavs.shape[1]).clamp(
+                1, frames
+            )
+            # float64: lengths × frames - eps must stay below the next frame for long inputs
+            feats = self.normalize(feats, lengths.double() / frames)
+        return zero_padded(feats, lengths_to_padding_mask(lengths, frames))
 
 
 @FRONT_ENDS.register("conv")

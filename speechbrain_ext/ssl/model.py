@@ -34,7 +34,6 @@ from torch import nn
 
 from speechbrain_ext.nnet.encoders import ENCODERS, PRESETS, build_encoder, preset_config
 from speechbrain_ext.nnet.encoders.presets import bestrq_preset
-from speechbrain_ext.nnet.masking import padding_mask_to_lengths, wav_lens_to_padding_mask
 from speechbrain_ext.ssl.bestrq import BestRQ, masked_accuracy, pad_to_multiple
 from speechbrain_ext.ssl.frontend import FilterbankFeatures, build_front_end
 
@@ -87,7 +86,7 @@ class BestRQEncoder(nn.Module):
                 f"{tuple(wavs.shape)} and {tuple(wav_lens.shape)}"
             )
         feats = self.features(wavs, wav_lens)  # (batch, time, n_mels)
-        lengths = padding_mask_to_lengths(wav_lens_to_padding_mask(wav_lens, feats.shape[1]))
+        lengths = self.features.frame_lengths(wav_lens, wavs.shape[1]).clamp(1, feats.shape[1])
         return pad_to_multiple(feats, self.stride), lengths
 
     def represent(self, feats: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:

@@ -62,10 +62,10 @@ class SSLUpstreamExpert(nn.Module):
         False gives the same configuration with random weights.
     exact_padding : bool
         True (default) encodes waveforms of equal length together and each other length on
-        its own, then zero-pads the outputs: every utterance's valid frames are exactly what
-        it gets alone. False runs one zero-padded batch (faster), which is exact for HuBERT
-        but not for BEST-RQ, whose front end's last (partial) frame reads the fbank frames
-        that follow the utterance (the batch's padding, or zeros when alone).
+        its own, then zero-pads the outputs: every utterance's valid frames are what it gets
+        alone, and the padded frames are zeros. False runs one zero-padded batch (faster): the
+        valid frames are the same (both frameworks' encoders are padding-exact, tested), the
+        padded ones whatever the encoder leaves there.
     """
 
     def __init__(
