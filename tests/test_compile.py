@@ -1,0 +1,92 @@
+"""``--compile``: the compiled encoder trains like the eager one, keeps its checkpoint keys, and
+falls back to eager (one warning) when compilation fails."""
+
+import logging
+import math
+import os
+
+import pytest
+import torch
+
+from speechbrain_ext.ssl.compile import compile_encoder, encoder_to_compile, is_compiled
+from speechbrain_ext.ssl.model import build_bestrq_model
+
+#: Inductor generates and builds C++ at the first call (minutes on a loaded 2-core machine);
+#: the tests trace with ``aot_eager`` (the same Dynamo graph and AOTAutograd forward/backward
+#: split, without code generation) unless SPEECHBRAIN_EXT_TEST_INDUCTOR=1.
+BACKEND = "inductor" if os.environ.get("SPEECHBRAIN_EXT_TEST_INDUCTOR") == "1" else "aot_eager"
+
+requires_compile = pytest.mark.skipif(
+    not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported(),
+    reason="torch.compile is not supported here",
+)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build_bestrq_model(
+        "bestrq_base_mhsa",
+        num_layers=1,
+        d_model=32,
+        nhead=4,
+        d_ffn=64,
+        codebook_size=32,
+        dropout=0.0,  # dropout draws differ between eager and traced graphs
+    )
+
+
+def train_losses(model, steps=2):
+    torch.manual_seed(2)  # anything the model draws from the global generator
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    wavs = torch.randn(2, 12000, generator=torch.Generator().manual_seed(1))
+    wav_lens = torch.tensor([1.0, 0.75])
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        generator = torch.Generator().manual_seed(step)
+        loss = model(wavs, wav_lens, generator=generator)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@requires_compile
+def test_compiled_training_equals_eager_and_keeps_state_dict_keys():
+    eager = tiny_model()
+    compiled = tiny_model()
+    keys = list(compiled.state_dict())
+    assert compile_encoder(compiled, backend=BACKEND)
+    assert list(compiled.state_dict()) == keys  # no _orig_mod. prefix: checkpoints load eagerly
+    assert encoder_to_compile(compiled) is compiled.encoder.encoder
+    expected = train_losses(eager)
+    assert train_losses(compiled) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert is_compiled(compiled)  # it ran compiled, with no fallback
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    eager.load_state_dict(compiled.state_dict())  # a compiled run's checkpoint loads eagerly
+
+
+@requires_compile
+def test_a_backend_failing_at_the_first_call_falls_back_to_eager(caplog):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    eager, model = tiny_model(), tiny_model()
+    assert compile_encoder(model, backend=broken_backend)
+    with caplog.at_level(logging.WARNING, logger="speechbrain_ext.ssl.compile"):
+        losses = train_losses(model)
+    assert losses == pytest.approx(train_losses(eager), rel=1e-5)
+    warnings = [r for r in caplog.records if "falling back to eager" in r.getMessage()]
+    assert len(warnings) == 1 and not is_compiled(model)
+
+
+def test_a_refused_compile_leaves_the_model_eager(caplog, monkeypatch):
+    model = tiny_model()
+    with caplog.at_level(logging.WARNING, logger="speechbrain_ext.ssl.compile"):
+        assert not compile_encoder(model, backend="no_such_backend")
+        monkeypatch.delattr(torch, "compile")
+        assert not compile_encoder(model)
+    assert len(caplog.records) == 2 and not is_compiled(model)
+    assert all("eagerly" in r.getMessage() for r in caplog.records)
+    assert all(map(math.isfinite, train_losses(model, steps=1)))
