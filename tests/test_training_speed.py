@@ -1,5 +1,6 @@
-"""``--compile``: the compiled encoder trains like the eager one, keeps its checkpoint keys, and
-falls back to eager (one warning) when compilation fails."""
+"""Training speed options: ``--compile`` (the compiled encoder trains like the eager one, keeps
+its checkpoint keys, and falls back to eager with one warning when compilation fails) and the
+recipes' fused AdamW (equal to the default per-parameter loop within fp32 rounding)."""
 
 import logging
 import math
@@ -90,3 +91,29 @@ def test_a_refused_compile_leaves_the_model_eager(caplog, monkeypatch):
     assert len(caplog.records) == 2 and not is_compiled(model)
     assert all("eagerly" in r.getMessage() for r in caplog.records)
     assert all(map(math.isfinite, train_losses(model, steps=1)))
+
+
+def test_fused_adamw_equals_the_default_loop_and_the_recipes_use_it():
+    from pathlib import Path
+
+    from speechbrain_ext.hparams import load_recipe_hparams
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    reference, fused = tiny_model(), tiny_model()
+    grads = [[torch.randn_like(p) for p in reference.parameters()] for _ in range(3)]
+    options = {"lr": 8e-4, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.01}
+    optimizers = [
+        torch.optim.AdamW(reference.parameters(), foreach=False, **options),
+        torch.optim.AdamW(fused.parameters(), fused=True, **options),
+    ]
+    for step in range(6):
+        for model, optimizer in zip((reference, fused), optimizers):
+            for param, grad in zip(model.parameters(), grads[step % 3]):
+                param.grad = grad.clone()
+            optimizer.step()
+    for a, b in zip(reference.parameters(), fused.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for yaml in ("BEST-RQ/hparams/bestrq.yaml", "HuBERT/hparams/hubert.yaml"):
+        hparams = load_recipe_hparams(recipes / yaml, "")[0]
+        optimizer = hparams["optimizer"](reference.parameters())
+        assert optimizer.defaults["fused"] is True, yaml
