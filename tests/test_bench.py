@@ -124,6 +124,47 @@ def test_mixers_quick_in_subprocess(tmp_path):
     assert _read(tmp_path / "mixers_cpu.csv")[0]["mixer"] == "mhsa"
     assert "| mhsa |" in (tmp_path / "mixers_cpu.md").read_text()
     assert (tmp_path / "mixers_cpu.png").stat().st_size > 0
+    _check_throughput(rows, tmp_path / "mixers_cpu.csv", tmp_path / "mixers_cpu.md")
+    # the FLOP of one no_grad forward, as the cost counter counts it
+    mixer = build_mixer("mhsa", d_model=64, nhead=4)
+    assert rows[0]["gflop"] == pytest.approx(count(mixer, torch.randn(1, 8, 64)).total_flop() / 1e9)
+
+
+def _check_throughput(rows, csv_path, md_path):
+    """Every ok row has positive FLOP, GFLOP/s and % of peak, in the CSV and the Markdown."""
+    import math
+
+    for row in rows:
+        assert row["gflop"] > 0 and row["gflops_per_s"] > 0 and row["peak_gflops"] > 0
+        assert math.isfinite(row["pct_of_peak"]) and row["pct_of_peak"] > 0
+        assert row["gflops_per_s"] == pytest.approx(row["gflop"] / row["time_s"])
+        assert row["pct_of_peak"] == pytest.approx(100 * row["gflops_per_s"] / row["peak_gflops"])
+    for row in _read(csv_path):
+        assert float(row["gflops_per_s"]) > 0 and float(row["pct_of_peak"]) > 0
+    text = md_path.read_text()
+    assert "GFLOP/s (" in text and "% of peak" in text and "Throughput:" in text
+
+
+def test_peak_is_positive_and_finite(tmp_path):
+    import math
+
+    from speechbrain_ext.bench.peak import main, measure_peak
+
+    peak = measure_peak("cpu", threads=1, size=256, bandwidth_mb=8, reps=2)
+    assert peak["threads"] == 1
+    for key in ("matmul_gflops", "bandwidth_gbs"):
+        assert math.isfinite(peak[key]) and peak[key] > 0
+    threads = torch.get_num_threads()
+    printed = main(["--size", "128", "--bandwidth-mb", "4", "--reps", "1", "--out", str(tmp_path)])
+    assert printed["matmul_gflops"] > 0 and torch.get_num_threads() == threads  # restored
+    assert float(_read(tmp_path / "peak_cpu.csv")[0]["bandwidth_gbs"]) > 0
+    assert "| matmul_gflops |" in (tmp_path / "peak_cpu.md").read_text()
+
+
+def test_bench_dispatch_knows_peak():
+    from speechbrain_ext.bench.__main__ import COMMANDS
+
+    assert COMMANDS["peak"] == "speechbrain_ext.bench.peak"
 
 
 def test_mixers_quick_with_baselines(tmp_path):
@@ -178,6 +219,10 @@ def test_speed_quick(tmp_path):
     assert "## base, train: time" in (tmp_path / "speed_cpu.md").read_text()
     for mode in ("infer", "train"):
         assert (tmp_path / f"speed_cpu_base_{mode}.png").stat().st_size > 0
+    _check_throughput(rows, tmp_path / "speed_cpu.csv", tmp_path / "speed_cpu.md")
+    gflop = {(r["mode"], r["model"]): r["gflop"] for r in rows}
+    for model in ("mhsa", "sb_mha"):  # forward + backward is about three forwards
+        assert 1.5 * gflop["infer", model] < gflop["train", model] < 5 * gflop["infer", model]
 
 
 def test_speed_resume_reuses_measured_rows(tmp_path):
@@ -190,6 +235,8 @@ def test_speed_resume_reuses_measured_rows(tmp_path):
     assert [r["model"] for r in second] == ["fastformer", "summarymixing"]
     assert second[0]["time_s"] == first[0]["time_s"]  # read back, not measured again
     assert second[0]["peak_mb"] == first[0]["peak_mb"]
+    assert second[0]["gflop"] == pytest.approx(first[0]["gflop"])  # the FLOP count is read back
+    assert second[0]["pct_of_peak"] > 0
     assert second[1]["status"] == "ok" and second[1]["time_s"] > 0
     assert len(_read(tmp_path / "speed_cpu.csv")) == 2
     # other settings (here the batch size) are not reused

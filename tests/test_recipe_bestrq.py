@@ -332,3 +332,35 @@ def test_own_manifests_are_validated_before_the_first_step(tmp_path):
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert str(stereo) in output and "mono" in output.lower(), output[-2000:]
+
+
+def test_compile_trains_logs_the_padding_and_falls_back_when_it_cannot(data_args, tmp_path):
+    # aot_eager: the Dynamo graph and AOTAutograd split without inductor's C++ builds (about a
+    # minute per new batch shape on a loaded 2-core CPU; test_compile.py runs inductor on demand)
+    common = [*data_args, *TINY, "--optimizer_step_limit=2", "--front_end=stack"]
+    compiled = tmp_path / "compiled"
+    proc = run_recipe(
+        "bestrq_mhsa.yaml", compiled, *common, "--compile=True", "--compile_backend=aot_eager"
+    )
+    log = (compiled / "log.txt").read_text()
+    assert "--compile: ConformerEncoder compiled (backend aot_eager" in log
+    assert "falling back" not in log + proc.stderr
+    text = (compiled / "train_log.txt").read_text()
+    fractions = [float(v) for v in re.findall(r"padded_fraction: ([0-9.e+-]+)", text)]
+    assert len(fractions) == 2 and all(0 <= f < 1 for f in fractions)
+    checkpoint = next((compiled / "save").glob("CKPT+*/model.ckpt"))
+    keys = set(torch.load(checkpoint, map_location="cpu"))
+    assert not any("_orig_mod" in key for key in keys)
+    from speechbrain_ext import load_ssl_encoder
+
+    assert load_ssl_encoder(compiled).num_layers == 2  # loads with no compile at all
+
+    refused = tmp_path / "refused"  # torch.compile refuses: one warning, an eager run
+    proc = run_recipe(
+        "bestrq_mhsa.yaml", refused, *common, "--compile", "--compile_backend=no_such_backend"
+    )
+    output = proc.stdout + proc.stderr + (refused / "log.txt").read_text()
+    assert output.count("--compile: torch.compile of ConformerEncoder failed") >= 1
+    assert "it runs eagerly" in output
+    assert [step for step, _ in logged_steps(refused)] == [1, 2]
+    assert set(torch.load(next((refused / "save").glob("CKPT+*/model.ckpt")))) == keys

@@ -1,9 +1,10 @@
-"""``python -m speechbrain_ext.bench {speed,profile,mixers} ...``: cost measurement commands.
+"""``python -m speechbrain_ext.bench {speed,profile,mixers,peak} ...``: cost measurement commands.
 
 - ``mixers``: one token-mixer layer's time and peak memory against length (:mod:`.mixers`).
 - ``speed``: whole BEST-RQ models' inference and training-step time and peak memory against input
   length (:mod:`.speed`).
 - ``profile``: storage, FLOP, BOP and an A100 time estimate of any encoder (:mod:`.profile`).
+- ``peak``: this machine's measured matmul throughput and memory bandwidth (:mod:`.peak`).
 """
 
 import sys
@@ -12,6 +13,7 @@ COMMANDS = {
     "mixers": "speechbrain_ext.bench.mixers",
     "speed": "speechbrain_ext.bench.speed",
     "profile": "speechbrain_ext.bench.profile",
+    "peak": "speechbrain_ext.bench.peak",
 }
 
 

@@ -38,6 +38,7 @@ Example
 import fnmatch
 import functools
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -534,3 +535,38 @@ def storage_bytes(model: nn.Module, bit_widths: BitWidths | None = None) -> floa
             else:
                 total_bits += param.numel() * dtype_bits
     return total_bits / 8
+
+
+def count_step_flop(model: nn.Module, step: Callable[[], object]) -> int:
+    """FLOP of one call of ``step()`` (a forward, or a whole training step) on ``model``.
+
+    Every op run inside ``step`` is priced, the backward pass's too when ``step`` calls
+    ``backward`` (matmuls, convolutions and fused attention have registered backward formulas;
+    an analytic cost such as the Mamba scan prices its forward only, its backward is uncounted).
+    Optimiser updates and other elementwise work are not counted, as everywhere here. The
+    benchmarks call this once per configuration, outside the timed runs.
+
+    >>> layer = nn.Linear(8, 4)
+    >>> x = torch.randn(3, 8)
+    >>> count_step_flop(layer, lambda: layer(x))
+    192
+    >>> count_step_flop(layer, lambda: layer(x).sum().backward())  # + the weight's gradient
+    384
+    """
+    with CostCounter(model) as counter:
+        step()
+    return counter.total_flop()
+
+
+def try_count_step_flop(model: nn.Module, step: Callable[[], object]) -> int | str:
+    """:func:`count_step_flop`, or ``""`` (and a warning on stderr) where counting fails: the
+    benchmarks' FLOP column is extra, and a failed count must not lose a measured time.
+
+    >>> try_count_step_flop(nn.Linear(2, 2), lambda: 1 / 0)
+    ''
+    """
+    try:
+        return count_step_flop(model, step)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        print(f"FLOP count failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return ""

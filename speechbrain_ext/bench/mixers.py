@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_ext.bench.flops import try_count_step_flop
 from speechbrain_ext.bench.memory import (
     OOM_STATUS,
     add_measurement_arguments,
@@ -32,9 +33,16 @@ from speechbrain_ext.bench.memory import (
     measure,
     run_isolated,
 )
+from speechbrain_ext.bench.peak import measure_run_peak, throughput_columns
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
-from speechbrain_ext.bench.tables import machine_info, ratio_table, write_csv
+from speechbrain_ext.bench.tables import (
+    machine_info,
+    ratio_table,
+    throughput_note,
+    throughput_table,
+    write_csv,
+)
 
 FRAME_SECONDS = 0.04  # BEST-RQ frame rate: 40 ms
 DEFAULT_LENGTHS = (250, 500, 1000, 2000)
@@ -91,8 +99,11 @@ def mixer_job(
     reps: int,
     threads: int | None = None,
     seed: int = 0,
+    count_flops: bool = True,
 ) -> dict:
-    """Time and peak memory of one mixer forward (run inside a fresh process)."""
+    """Time and peak memory of one mixer forward (run inside a fresh process), and its FLOP
+    (``count_flops``: counted once, after the timed runs).
+    """
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -109,6 +120,7 @@ def mixer_job(
     except torch.OutOfMemoryError:
         return {"status": OOM_STATUS}
     result["params"] = sum(p.numel() for p in mixer.parameters())
+    result["flop"] = try_count_step_flop(mixer, step) if count_flops else ""
     return result
 
 
@@ -118,6 +130,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     lengths = sorted(parse_numbers(args.lengths, int))
     machine = machine_info(args.device, args.threads)
     max_memory = args.max_memory_mb or _default_memory_cap(args.device)
+    peak = measure_run_peak(args)
     rows = []
     for spec in specs:
         failed = None
@@ -162,13 +175,19 @@ def run(args: argparse.Namespace) -> list[dict]:
                     "time_s": result.get("time_s", ""),
                     "peak_mb": result.get("peak_mb", ""),
                     "params": result.get("params", ""),
+                    "flop": result.get("flop", ""),
                     "status": result["status"],
                     "machine": machine,
                 }
             )
+            ok = row["status"] == "ok"
+            row.update(
+                throughput_columns(row["flop"] if ok else "", row["time_s"], peak["matmul_gflops"])
+            )
+            row["peak_gflops"] = peak["matmul_gflops"]
             rows.append(row)
             _log(row)
-    write_outputs(rows, Path(args.out), device=args.device, machine=machine, args=args)
+    write_outputs(rows, Path(args.out), device=args.device, machine=machine, args=args, peak=peak)
     return rows
 
 
@@ -187,7 +206,7 @@ def _log(row: dict) -> None:
     print(f"{row['mixer']:<28} T={row['frames']:<6} {text}", file=sys.stderr, flush=True)
 
 
-def write_outputs(rows, out: Path, *, device: str, machine: str, args) -> None:
+def write_outputs(rows, out: Path, *, device: str, machine: str, args, peak: dict) -> None:
     """``mixers_<device>.{csv,md,png}`` under ``out``."""
     stem = f"mixers_{torch.device(device).type}"
     write_csv(rows, out / f"{stem}.csv")
@@ -219,6 +238,8 @@ def write_outputs(rows, out: Path, *, device: str, machine: str, args) -> None:
         "",
         "Command: `python -m speechbrain_ext.bench mixers " + " ".join(_argv()) + "`",
         "",
+        throughput_note(peak, passes="`no_grad` forward"),
+        "",
         "## Time",
         "",
         ratio_table(
@@ -228,6 +249,10 @@ def write_outputs(rows, out: Path, *, device: str, machine: str, args) -> None:
         "## Peak memory above the built layer and input",
         "",
         ratio_table(rows, series="mixer", x="frames", value="peak_mb", refs=refs, unit="MB"),
+        "",
+        "## FLOP per forward, GFLOP/s and % of peak",
+        "",
+        throughput_table(rows, series="mixer", x="frames"),
         "",
     ]
     (out / f"{stem}.md").write_text("\n".join(text))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from speechbrain_ext.bench.flops import try_count_step_flop
 from speechbrain_ext.bench.memory import (
     OOM_STATUS,
     add_measurement_arguments,
@@ -39,9 +40,16 @@ from speechbrain_ext.bench.memory import (
     run_isolated,
 )
 from speechbrain_ext.bench.mixers import DTYPES, _default_memory_cap, autocast
+from speechbrain_ext.bench.peak import measure_run_peak, throughput_columns
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
-from speechbrain_ext.bench.tables import machine_info, ratio_table, write_csv
+from speechbrain_ext.bench.tables import (
+    machine_info,
+    ratio_table,
+    throughput_note,
+    throughput_table,
+    write_csv,
+)
 
 SAMPLE_RATE = 16000
 DEFAULT_SECONDS = (10, 20, 40, 80, 160, 320)
@@ -124,8 +132,11 @@ def speed_job(
     threads: int | None = None,
     overrides: dict | None = None,
     seed: int = 0,
+    count_flops: bool = True,
 ) -> dict:
-    """Time and peak memory of one model, length and mode (run inside a fresh process)."""
+    """Time and peak memory of one model, length and mode (run inside a fresh process), and the
+    FLOP of one timed pass (``count_flops``: counted once, after the timed runs).
+    """
     if mode not in ("infer", "train"):
         raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
     if threads:
@@ -166,6 +177,7 @@ def speed_job(
     except torch.OutOfMemoryError:
         return {"status": OOM_STATUS}
     result["params"] = params
+    result["flop"] = try_count_step_flop(model, step) if count_flops else ""
     return result
 
 
@@ -176,6 +188,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     machine = machine_info(args.device, args.threads)
     max_memory = args.max_memory_mb or _default_memory_cap(args.device)
+    peak = measure_run_peak(args)
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     device = torch.device(args.device).type
     csv_path = Path(args.out) / f"speed_{device}.csv"
@@ -202,6 +215,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     }
                     key = (scale, mode, spec, float(seconds))
                     if key in done:  # --resume: measured earlier with the same settings
+                        done[key].update(row_throughput(done[key], peak))
                         rows.append(done[key])
                         failed = failed or _skip_status(done[key])
                         continue
@@ -227,15 +241,26 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "time_s": result.get("time_s", ""),
                         "peak_mb": result.get("peak_mb", ""),
                         "params": result.get("params", ""),
+                        "flop": result.get("flop", ""),
                         "status": result["status"],
                         "machine": machine,
                     }
+                    row.update(row_throughput(row, peak))
                     rows.append(row)
                     _log(row)
                     progress[key] = row
                     write_csv(list(progress.values()), csv_path)
-    write_outputs(rows, Path(args.out), args=args, machine=machine)
+    write_outputs(rows, Path(args.out), args=args, machine=machine, peak=peak)
     return rows
+
+
+def row_throughput(row: dict, peak: dict) -> dict:
+    """``gflop``, ``gflops_per_s``, ``pct_of_peak`` and ``peak_gflops`` of a measured row."""
+    ok = row.get("status") == "ok"
+    columns = throughput_columns(
+        row.get("flop", "") if ok else "", row.get("time_s", ""), peak["matmul_gflops"]
+    )
+    return {**columns, "peak_gflops": peak["matmul_gflops"]}
 
 
 def _skip_status(row: dict) -> str | None:
@@ -264,9 +289,11 @@ def measured_rows(path: Path, *, args, machine: str) -> dict:
                 continue
             row["seconds"] = float(row["seconds"])
             row["batch_size"] = int(row["batch_size"])
-            for name in ("time_s", "peak_mb", "params"):
-                if row[name] != "":
-                    row[name] = float(row[name]) if name != "params" else int(row[name])
+            for name in ("time_s", "peak_mb", "params", "flop"):
+                if row.get(name, "") != "":
+                    row[name] = (
+                        float(row[name]) if name not in ("params", "flop") else int(row[name])
+                    )
             rows[(row["scale"], row["mode"], row["model"], row["seconds"])] = row
     print(f"--resume: {len(rows)} configurations reused from {path}", file=sys.stderr)
     return rows
@@ -284,7 +311,7 @@ def _log(row: dict) -> None:
     )
 
 
-def write_outputs(rows: list[dict], out: Path, *, args, machine: str) -> None:
+def write_outputs(rows: list[dict], out: Path, *, args, machine: str, peak: dict) -> None:
     """``speed_<device>.{csv,md}`` and one PNG per (scale, mode) under ``out``."""
     device = torch.device(args.device).type
     stem = f"speed_{device}"
@@ -310,6 +337,7 @@ def write_outputs(rows: list[dict], out: Path, *, args, machine: str) -> None:
         "",
         "Command: `python -m speechbrain_ext.bench speed " + " ".join(_argv()) + "`",
     ]
+    text += ["", throughput_note(peak, passes="forward; `train`: forward + backward")]
     if args.quick:
         text += ["", f"**Quick smoke run**: models shrunk with {QUICK_OVERRIDES}."]
     for scale in dict.fromkeys(r["scale"] for r in rows):
@@ -331,6 +359,10 @@ def write_outputs(rows: list[dict], out: Path, *, args, machine: str) -> None:
                 ratio_table(
                     subset, series="model", x="seconds", value="peak_mb", refs=refs, unit="MB"
                 ),
+                "",
+                f"## {scale}, {mode}: FLOP per pass, GFLOP/s and % of peak",
+                "",
+                throughput_table(subset, series="model", x="seconds"),
             ]
             plot_time_memory(
                 subset,

@@ -18,6 +18,12 @@ Example
 |---|---|
 | mhsa | 200 ms (×1.00) |
 | fast | 100 ms (×0.50) |
+>>> rows[0].update(gflop=2.0, gflops_per_s=10.0, pct_of_peak=12.5)
+>>> print(throughput_table(rows, series="name", x="frames"))
+| name | 250 |
+|---|---|
+| mhsa | 2 GFLOP, 10 GFLOP/s (12.5 %) |
+| fast | – |
 """
 
 import csv
@@ -120,3 +126,45 @@ def ratio_table(
             cells.append(f"{text} ({' / '.join(ratios)})" if ratios else text)
         lines.append(cells)
     return markdown_table([series] + [str(v) for v in xs], lines)
+
+
+def throughput_table(rows: Sequence[dict], *, series: str, x: str) -> str:
+    """Markdown table of each row's FLOP per timed pass, achieved GFLOP/s and % of the measured
+    matmul peak (columns ``gflop``, ``gflops_per_s``, ``pct_of_peak``), per ``series`` and ``x``;
+    ``–`` where a row has no FLOP count, its status where it did not run.
+    """
+    xs = sorted({r[x] for r in rows})
+    names = list(dict.fromkeys(r[series] for r in rows))
+    cell = {(r[series], r[x]): r for r in rows}
+    lines = []
+    for name in names:
+        cells = [name]
+        for at in xs:
+            row = cell.get((name, at))
+            if row is None:
+                cells.append("")
+            elif row.get("status", "ok") != "ok":
+                cells.append(row["status"])
+            elif row.get("gflops_per_s", "") in ("", None):
+                cells.append("–")
+            else:
+                pct = row.get("pct_of_peak", "")
+                pct = f" ({pct:.3g} %)" if pct not in ("", None) else ""
+                cells.append(
+                    f"{_fmt(row['gflop'])} GFLOP, {_fmt(row['gflops_per_s'])} GFLOP/s{pct}"
+                )
+        lines.append(cells)
+    return markdown_table([series] + [str(v) for v in xs], lines)
+
+
+def throughput_note(peak: dict, *, passes: str) -> str:
+    """The Markdown paragraph under a speed table's heading explaining the throughput columns."""
+    return (
+        f"Throughput: FLOP of one timed pass ({passes}) counted once per configuration after "
+        "the timed runs by `speechbrain_ext.bench.flops.CostCounter` (2 × MAC of matmuls, "
+        "convolutions and attention; elementwise work, norms and optimiser updates uncounted), "
+        "divided by the median time; % of peak is that rate over this run's measured "
+        f"{peak['dtype']} matmul peak, {peak['matmul_gflops']:.1f} GFLOP/s "
+        f"({peak['matmul_size']}³ `torch.mm`, {peak['threads']} threads; copy bandwidth "
+        f"{peak['bandwidth_gbs']:.1f} GB/s)."
+    )

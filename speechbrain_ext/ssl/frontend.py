@@ -148,9 +148,7 @@ class FilterbankFeatures(nn.Module):
         with torch.autocast(wavs.device.type, enabled=False):
             feats = self.fbank(wavs.float())  # (batch, frames, n_mels)
             frames = feats.shape[1]
-            lengths = self.frame_lengths(wav_lens.to(feats.device), wavs.shape[1]).clamp(
-                1, frames
-            )
+            lengths = self.frame_lengths(wav_lens.to(feats.device), wavs.shape[1]).clamp(1, frames)
             # float64: lengths × frames - eps must stay below the next frame for long inputs
             feats = self.normalize(feats, lengths.double() / frames)
         return zero_padded(feats, lengths_to_padding_mask(lengths, frames))

@@ -9,9 +9,11 @@ iterations); the rest is here, once:
   LibriSpeech (prepared into the output folder);
 - :func:`dataio_prepare`: datasets with a ``sig`` item (and any recipe items), dynamic batching;
 - :class:`SSLBrain`: the masked-prediction training loop (Noam schedule, interval logging to the
-  text log and TensorBoard with loss, accuracy, lr and audio seconds per second, a checkpoint
-  after every validation); :func:`brain_in_folder` builds one whose scheduler, epoch counter,
-  checkpoints and logs belong to one folder (a HuBERT iteration, a quantization stage);
+  text log and TensorBoard with loss, accuracy, lr, audio seconds per second and the padded
+  fraction of the batches, a checkpoint after every validation; ``--compile`` compiles the
+  encoder only, :mod:`speechbrain_ext.ssl.compile`); :func:`brain_in_folder` builds one whose
+  scheduler, epoch counter, checkpoints and logs belong to one folder (a HuBERT iteration, a
+  quantization stage);
 - :func:`held_out_results`, :func:`write_results`: the held-out proof of learning;
 - :func:`check_ddp_parameters`, :func:`shutdown_distributed`: DDP checks and a clean exit.
 
@@ -55,7 +57,9 @@ def setup_recipe(argv: list[str]):
     Returns ``(hparams, run_opts, hparams_file)``. SpeechBrain 1.1.2 parses
     ``--optimizer_step_limit`` as a string; it is made an int here.
     """
+    argv, compile_overrides = _compile_overrides(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overrides = "\n".join(filter(None, [overrides, *compile_overrides]))
     if isinstance(run_opts.optimizer_step_limit, str):
         limit = int(run_opts.optimizer_step_limit)
         run_opts = dataclasses.replace(run_opts, optimizer_step_limit=limit)
@@ -74,6 +78,24 @@ def setup_recipe(argv: list[str]):
         (output_folder / Path(__file__).name).unlink(missing_ok=True)
         shutil.copy(script, output_folder / script.name)
     return hparams, run_opts, hparams_file
+
+
+def _compile_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """SpeechBrain's ``--compile`` is a flag and refuses ``--compile=True``: such an argument is
+    taken out of ``argv`` and becomes an override of the yaml key ``compile`` (which
+    SpeechBrain's Brain reads as its run option), so ``--compile``, ``--compile=True`` and
+    ``--compile=False`` all work.
+
+    >>> _compile_overrides(["a.yaml", "--compile=True", "--lr=1", "--compile_mode=default"])
+    (['a.yaml', '--lr=1', '--compile_mode=default'], ['compile: True'])
+    """
+    rest, overrides = [], []
+    for arg in argv:
+        if arg.startswith("--compile="):
+            overrides.append(f"compile: {arg.split('=', 1)[1]}")
+        else:
+            rest.append(arg)
+    return rest, overrides
 
 
 RUN_FILE = "run.json"
@@ -332,7 +354,13 @@ class SSLBrain(sb.Brain):
 
     Reads from hparams: ``lr_scheduler`` (called with the optimiser before each step),
     ``log_interval``, ``eval_seed`` (fixed masks for validation), ``train_logger``,
-    ``tensorboard_logger``. The model is ``modules.model``.
+    ``tensorboard_logger``, and with ``compile`` (SpeechBrain's run option, from the yaml or
+    ``--compile``) ``compile_mode`` and ``compile_backend``. The model is ``modules.model``.
+
+    Each interval's log line holds ``loss``, ``accuracy``, ``lr``, ``audio_s_per_s`` (seconds
+    of unpadded audio per wall-clock second) and ``padded_fraction``: the padded samples of the
+    interval's batch tensors over all their samples (Σ padded / Σ batch × length; a measure of
+    what dynamic batching wastes).
     """
 
     input_keys: tuple[str, ...] = ()
@@ -347,6 +375,24 @@ class SSLBrain(sb.Brain):
             # Dropout, masks and noise draw from the global generators: checkpointed, so a
             # resumed run draws what the uninterrupted one would have.
             self.checkpointer.add_recoverable("random_state", RandomState())
+
+    def _compile(self):
+        """``compile``: :func:`~speechbrain_ext.ssl.compile.compile_encoder` of the model (the
+        encoder only, in place, eager on any failure), never SpeechBrain's compilation of the
+        whole module (masking and loss have data-dependent shapes); ``--jit`` as SpeechBrain
+        does it.
+        """
+        wanted, self.compile = self.compile, False
+        try:
+            super()._compile()
+        finally:
+            self.compile = wanted
+        if wanted:
+            from speechbrain_ext.ssl.compile import compile_encoder
+
+            compile_encoder(
+                self.modules.model, mode=self.compile_mode, backend=self.hparams.compile_backend
+            )
 
     def on_fit_start(self):
         """Recover the checkpoint and start the first logging interval."""
@@ -403,7 +449,15 @@ class SSLBrain(sb.Brain):
             )
 
     def _reset_interval(self):
-        self.interval = {"loss": 0.0, "batches": 0, "correct": 0, "masked": 0, "audio_s": 0.0}
+        self.interval = {
+            "loss": 0.0,
+            "batches": 0,
+            "correct": 0,
+            "masked": 0,
+            "audio_s": 0.0,
+            "samples": 0,
+            "padded": 0.0,
+        }
         self.interval_start = time.time()
 
     def model_inputs(self, batch) -> dict:
@@ -432,6 +486,8 @@ class SSLBrain(sb.Brain):
         interval["correct"] += int(outputs["correct"])
         interval["masked"] += int(outputs["num_masked"])
         interval["audio_s"] += float(wav_lens.sum()) * wavs.shape[1] / self.sample_rate
+        interval["samples"] += wavs.numel()
+        interval["padded"] += wavs.numel() - float(wav_lens.sum()) * wavs.shape[1]
         if should_step and self.optimizer_step % self.hparams.log_interval == 0:
             self._log_interval()
 
@@ -443,6 +499,7 @@ class SSLBrain(sb.Brain):
             "accuracy": interval["correct"] / max(interval["masked"], 1),
             "lr": self.optimizer.param_groups[0]["lr"],
             "audio_s_per_s": interval["audio_s"] / elapsed,
+            "padded_fraction": max(interval["padded"], 0.0) / max(interval["samples"], 1),
         }
         # SpeechBrain's loggers run on the main process but broadcast: call them on every rank.
         self.hparams.train_logger.log_stats(
