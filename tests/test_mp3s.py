@@ -226,6 +226,8 @@ def test_probe_shapes_and_gradients(name):
     small = {
         "bilstm_ctc": {"hidden_size": 4},
         "bilstm_pool": {"hidden_size": 4},
+        "contextnet_ctc": {"channels": 8, "num_blocks": 2},
+        "lstm_pit": {"hidden_size": 4},
         "xvector": {"channels": [8, 8, 8, 8, 16], "embedding_size": 6, "classifier": "cosine"},
         "ecapa": {"channels": [8, 8, 8, 8, 16], "embedding_size": 6, "attention_channels": 4,
                   "se_channels": 4},
@@ -237,6 +239,9 @@ def test_probe_shapes_and_gradients(name):
         assert out.shape == (3, 12, 3)
         assert torch.allclose(out.exp().sum(-1), torch.ones(3, 12), atol=1e-5)
         out.sum().backward()
+    elif probe.kind == "diarization":  # activity logits per speaker and frame, 0 when padded
+        assert out.shape == (3, 12, 3) and out[1, 6:].abs().sum() == 0
+        out.sum().backward()
     else:
         assert out.shape == (3, 3)
         assert probe.embed(feats, lens).shape == (3, probe.embedding_size)
@@ -245,16 +250,22 @@ def test_probe_shapes_and_gradients(name):
     assert all(p.grad is not None for p in probe.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name", ["linear_ctc", "bilstm_ctc", "meanpool_linear", "bilstm_pool"])
+PADDING_PROBES = {
+    "linear_ctc": {}, "bilstm_ctc": {"hidden_size": 4}, "meanpool_linear": {},
+    "bilstm_pool": {"hidden_size": 4}, "contextnet_ctc": {"channels": 8, "num_blocks": 2},
+    "lstm_pit": {"hidden_size": 4},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PADDING_PROBES)
 def test_probe_ignores_padding(name):
-    options = {"hidden_size": 4} if "bilstm" in name else {}
-    probe = build_probe(name, input_size=5, num_outputs=3, **options)
+    probe = build_probe(name, input_size=5, num_outputs=3, **PADDING_PROBES[name])
     probe.eval()
     feats = torch.randn(2, 10, 5)
     lens = torch.tensor([1.0, 0.6])
     batched = probe(feats, lens)[1]
     alone = probe(feats[1:, :6], torch.ones(1))[0]
-    if probe.kind == "ctc":
+    if probe.kind in ("ctc", "diarization"):
         batched = batched[:6]
     assert torch.allclose(batched, alone, atol=1e-5)
 

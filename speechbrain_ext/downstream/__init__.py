@@ -8,7 +8,8 @@ A suite is a list of declarative :class:`~speechbrain_ext.downstream.task.Task` 
   overrides), :func:`run_task` (train and score a task), :func:`run_recipe` (a recipe folder's
   ``train.py``).
 - :mod:`~speechbrain_ext.downstream.kinds`: one function per kind of task (``ctc``,
-  ``classification``, ``verification``), registered in :data:`KINDS`.
+  ``classification``, ``verification``; ``diarization`` in :mod:`~.diarization`), registered
+  in :data:`KINDS`.
 - :mod:`~speechbrain_ext.downstream.task`: :class:`Task`, the registry of every suite's tasks
   (:func:`get_task` ``"mp3s/SLURP"``), their manifests; :mod:`~.folds`: cross-validation folds.
 - :mod:`~speechbrain_ext.downstream.pipeline`: the steps the kinds share (manifests, features,

@@ -12,11 +12,15 @@ definition and a yaml; a new kind is one function here, registered with ``@KINDS
 Example
 -------
 >>> KINDS.names()
-['classification', 'ctc', 'verification']
+['classification', 'ctc', 'diarization', 'verification']
 >>> KINDS.get("regression")
 Traceback (most recent call last):
 ...
-KeyError: "unknown task kind 'regression'; valid names: classification, ctc, verification"
+KeyError: "unknown task kind 'regression'; valid names: classification, ctc, diarization, ..."
+
+A kind with its own Brain and scoring lives in a module of its own, imported at the bottom of
+this file so that the registry is complete whenever the engine is imported: ``diarization``
+(:mod:`~speechbrain_ext.downstream.diarization`).
 """
 
 from speechbrain_ext.data.manifest import read_manifest, read_table
@@ -103,3 +107,6 @@ def run_verification(task: Task, hparams: dict, run_opts: dict, *, manifests: di
     trials = [(r["label"], r["enrol_id"], r["test_id"]) for r in read_table(manifests["trials"])]
     eer = brain.verify(datasets["test"], trials)
     return {"value": eer, "layer_weights": featurizer.layer_weights(), "trials": len(trials)}
+
+
+from speechbrain_ext.downstream import diarization  # noqa: E402, F401  (registers "diarization")

@@ -3,7 +3,11 @@
 Two families:
 
 - **sequence probes** (``kind = "ctc"``): ``forward(feats, lens) -> (batch, time, num_outputs)``
-  log-probabilities for CTC: ``linear_ctc``, ``bilstm_ctc``.
+  log-probabilities for CTC: ``linear_ctc``, ``bilstm_ctc``, ``contextnet_ctc`` (a small
+  ContextNet: depthwise-separable convolutions, squeeze-and-excitation, residuals, Swish).
+- **frame probes** (``kind = "diarization"``): ``forward(feats, lens) -> (batch, time,
+  num_outputs)`` activity logits, one per speaker: ``lstm_pit`` (SUPERB SD's LSTM head, trained
+  with permutation-invariant BCE, :mod:`speechbrain_ext.superb.diarization`).
 - **utterance probes** (``kind = "utterance"``): ``embed(feats, lens) -> (batch, embedding_size)``
   and ``forward(feats, lens) -> (batch, num_outputs)`` class scores, ``loss(scores, targets)``:
   ``meanpool_linear``, ``bilstm_pool``, ``xvector`` and ``ecapa`` (SpeechBrain's ``Xvector`` and
@@ -22,8 +26,9 @@ Example
 (torch.Size([2, 3]), 'utterance')
 >>> build_probe("bilstm_ctc", input_size=8, num_outputs=5, hidden_size=4)(feats, lens).shape
 torch.Size([2, 10, 5])
->>> list_probes()
-['bilstm_ctc', 'bilstm_pool', 'ecapa', 'linear_ctc', 'meanpool_linear', 'xvector']
+>>> list_probes()  # doctest: +NORMALIZE_WHITESPACE
+['bilstm_ctc', 'bilstm_pool', 'contextnet_ctc', 'ecapa', 'linear_ctc', 'lstm_pit',
+ 'meanpool_linear', 'xvector']
 """
 
 import torch
@@ -35,8 +40,9 @@ from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from speechbrain.nnet.RNN import LSTM
 from torch import nn
 
-from speechbrain_ext.nnet.masking import wav_lens_to_padding_mask
+from speechbrain_ext.nnet.masking import wav_lens_to_lengths, wav_lens_to_padding_mask
 from speechbrain_ext.registry import Registry
+from speechbrain_ext.superb.diarization import DiarizationHead
 
 PROBES = Registry("probe")
 CLASSIFIERS = ("linear", "cosine")
@@ -158,6 +164,225 @@ class BiLSTMCTC(nn.Module):
         """Log-probabilities (batch, time, num_outputs)."""
         hidden = self.rnn(self.dropout(feats), lens)  # (batch, time, 2 * hidden)
         return F.log_softmax(self.output(self.dropout(hidden)), dim=-1)
+
+
+class _SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation over time: channel gates from the mean of the valid frames."""
+
+    def __init__(self, *, channels: int, reduction: int):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze = nn.Linear(channels, hidden)
+        self.excite = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """(batch, time, channels) gated by (batch, 1, channels)."""
+        if key_padding_mask is None:
+            pooled = x.mean(dim=1)
+        else:
+            valid = (~key_padding_mask).sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+            pooled = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0).sum(dim=1) / valid
+        gate = torch.sigmoid(self.excite(F.silu(self.squeeze(pooled))))  # (batch, channels)
+        return x * gate.unsqueeze(1)
+
+
+class ContextNetBlock(nn.Module):
+    """One ContextNet block: ``num_convs`` depthwise-separable convolutions (each with
+    LayerNorm and Swish), squeeze-and-excitation, and a pointwise residual branch.
+
+    Padded frames are zeroed before every convolution and left out of the SE mean, so the valid
+    frames of a padded batch equal those of each utterance run alone. LayerNorm (over channels)
+    stands in for the paper's BatchNorm: it keeps that property in training too, and it does
+    not depend on the batch size (a probe on the built-in corpus trains on batches of 8).
+
+    Arguments
+    ---------
+    input_size : int
+        Input channels.
+    channels : int
+        Output channels.
+    num_convs : int
+        Convolutions in the block (the paper: 5).
+    kernel_size : int
+        Odd width of the depthwise convolutions (stride 1, "same" padding).
+    se_reduction : int
+        Channel reduction of the squeeze-and-excitation bottleneck.
+    dropout : float
+        Dropout after each convolution.
+
+    Example
+    -------
+    >>> block = ContextNetBlock(input_size=8, channels=16, num_convs=2, kernel_size=3)
+    >>> block(torch.randn(2, 10, 8)).shape
+    torch.Size([2, 10, 16])
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        channels: int,
+        num_convs: int = 2,
+        kernel_size: int = 5,
+        se_reduction: int = 8,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.depthwise = nn.ModuleList()
+        self.pointwise = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for k in range(num_convs):
+            width = input_size if k == 0 else channels
+            self.depthwise.append(
+                nn.Conv1d(width, width, kernel_size, padding=kernel_size // 2, groups=width)
+            )
+            self.pointwise.append(nn.Linear(width, channels))
+            self.norms.append(nn.LayerNorm(channels))
+        self.dropout = nn.Dropout(dropout)
+        self.se = _SqueezeExcite(channels=channels, reduction=se_reduction)
+        self.residual = nn.Sequential(nn.Linear(input_size, channels), nn.LayerNorm(channels))
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None):
+        """(batch, time, input_size) → (batch, time, channels)."""
+        if key_padding_mask is not None:
+            x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+        h = x
+        for depthwise, pointwise, norm in zip(self.depthwise, self.pointwise, self.norms):
+            if key_padding_mask is not None:
+                h = h.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+            h = depthwise(h.transpose(1, 2)).transpose(1, 2)  # (batch, time, width)
+            h = self.dropout(F.silu(norm(pointwise(h))))  # (batch, time, channels)
+        return F.silu(self.se(h, key_padding_mask) + self.residual(x))
+
+
+@PROBES.register("contextnet_ctc")
+class ContextNetCTC(nn.Module):
+    """A small ContextNet encoder then a linear layer to CTC tokens (MP3S LibriSpeech's second
+    probe). No striding: the probe runs at the features' frame rate.
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Number of CTC tokens, blank included.
+    channels : int
+        Width of every block (MP3S-scale ContextNets use 256 to 640).
+    num_blocks : int
+        Number of :class:`ContextNetBlock`.
+    num_convs : int
+        Convolutions per block.
+    kernel_size : int
+        Depthwise convolution width.
+    se_reduction : int
+        Squeeze-and-excitation channel reduction.
+    dropout : float
+        Dropout on the input features and inside the blocks.
+
+    Example
+    -------
+    >>> probe = ContextNetCTC(input_size=8, num_outputs=5, channels=16, num_blocks=2)
+    >>> probe(torch.randn(2, 10, 8), torch.tensor([1.0, 0.6])).shape
+    torch.Size([2, 10, 5])
+    """
+
+    kind = "ctc"
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        num_outputs: int,
+        channels: int = 128,
+        num_blocks: int = 3,
+        num_convs: int = 2,
+        kernel_size: int = 5,
+        se_reduction: int = 8,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            ContextNetBlock(
+                input_size=input_size if k == 0 else channels,
+                channels=channels,
+                num_convs=num_convs,
+                kernel_size=kernel_size,
+                se_reduction=se_reduction,
+                dropout=dropout,
+            )
+            for k in range(num_blocks)
+        )
+        self.output = nn.Linear(channels, num_outputs)
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities (batch, time, num_outputs)."""
+        mask = (
+            None
+            if lens is None
+            else wav_lens_to_padding_mask(lens.to(feats.device), feats.shape[1])
+        )
+        h = self.dropout(feats)
+        for block in self.blocks:
+            h = block(h, mask)  # (batch, time, channels)
+        return F.log_softmax(self.output(h), dim=-1)
+
+
+# ---------------------------------------------------------------------------- frame probes
+
+
+@PROBES.register("lstm_pit")
+class LSTMPIT(nn.Module):
+    """SUPERB SD's head behind the probe interface: :class:`DiarizationHead` (an LSTM and a
+    linear layer to one activity logit per speaker) on relative lengths. It is trained with
+    ``pit_bce_loss`` by :class:`~speechbrain_ext.downstream.diarization.DiarizationBrain`.
+
+    Arguments
+    ---------
+    input_size : int
+        Feature dimension.
+    num_outputs : int
+        Speakers per recording.
+    hidden_size, num_layers, bidirectional
+        Those of :class:`DiarizationHead` (s3prl: 512, 1, unidirectional).
+    dropout : float
+        Dropout on the input features.
+
+    Example
+    -------
+    >>> probe = LSTMPIT(input_size=8, num_outputs=2, hidden_size=4)
+    >>> probe(torch.randn(2, 10, 8), torch.tensor([1.0, 0.6]))[1, 6:].abs().sum().item()
+    0.0
+    """
+
+    kind = "diarization"
+
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        num_outputs: int,
+        hidden_size: int = 512,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.head = DiarizationHead(
+            input_size=input_size,
+            num_speakers=num_outputs,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+        )
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Activity logits (batch, time, num_outputs); 0 on padded frames."""
+        lengths = None if lens is None else wav_lens_to_lengths(lens, feats.shape[1])
+        return self.head(self.dropout(feats), lengths)
 
 
 # ------------------------------------------------------------------------ utterance probes

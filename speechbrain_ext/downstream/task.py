@@ -48,13 +48,13 @@ class Task:
         Task name, unique within its suite (also the recipe folder ``MP3S/<name>/``).
     kind : str
         The engine function that runs it (:data:`~speechbrain_ext.downstream.kinds.KINDS`):
-        ``"ctc"``, ``"classification"`` or ``"verification"``.
+        ``"ctc"``, ``"classification"``, ``"verification"`` or ``"diarization"``.
     builtin : str
         Manifest folder of the built-in corpus (``{language}`` is filled in from ``language``).
     label : str
         Manifest column holding the target.
     metric : str
-        ``"WER"``, ``"EER"`` or ``"accuracy"``: the test statistic the kind reports.
+        ``"WER"``, ``"EER"``, ``"accuracy"`` or ``"DER"``: the test statistic the kind reports.
     higher_is_better : bool
         Direction of the metric.
     probes : tuple of str

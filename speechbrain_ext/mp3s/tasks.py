@@ -94,7 +94,7 @@ def _prepare_iemocap(data_folder, save_folder, **options):
 
 TASKS = (
     Task("mp3s", "LibriSpeech", "ctc", "librispeech", "wrd", "WER", False,
-         ("bilstm_ctc", "linear_ctc"), _prepare_librispeech),
+         ("bilstm_ctc", "linear_ctc", "contextnet_ctc"), _prepare_librispeech),
     Task("mp3s", "CommonVoice", "ctc", "cv_{language}", "wrd", "WER", False,
          ("bilstm_ctc", "linear_ctc"), _prepare_commonvoice, languages=("cy", "eu")),
     Task("mp3s", "VoxCeleb1", "verification", "asv", "spk_id", "EER", False,
