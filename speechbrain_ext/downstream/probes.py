@@ -8,7 +8,8 @@ Two families:
   and ``forward(feats, lens) -> (batch, num_outputs)`` class scores, ``loss(scores, targets)``:
   ``meanpool_linear``, ``bilstm_pool``, ``xvector`` and ``ecapa`` (SpeechBrain's ``Xvector`` and
   ``ECAPA_TDNN`` lobes). With ``classifier="cosine"`` the scores are cosine similarities to
-  class prototypes trained with an additive angular margin (AAM-softmax), as for speaker
+  class prototypes trained with a margin (``margin_loss``: ``aam``, the additive angular margin
+  of AAM-softmax, or ``am``, the additive cosine margin of AM-softmax), as for speaker
   verification; with ``classifier="linear"`` they are logits trained with cross-entropy.
 
 ``feats`` is (batch, time, input_size), ``lens`` SpeechBrain relative lengths (batch,).
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier as CosineClassifier
 from speechbrain.lobes.models.Xvector import Xvector
-from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+from speechbrain.nnet.losses import AdditiveAngularMargin, AngularMargin, LogSoftmaxWrapper
 from speechbrain.nnet.RNN import LSTM
 from torch import nn
 
@@ -40,6 +41,7 @@ from speechbrain_ext.registry import Registry
 
 PROBES = Registry("probe")
 CLASSIFIERS = ("linear", "cosine")
+MARGIN_LOSSES = {"aam": AdditiveAngularMargin, "am": AngularMargin}
 
 
 def list_probes() -> list[str]:
@@ -177,7 +179,11 @@ class UtteranceProbe(nn.Module):
     classifier : str
         ``"linear"`` (logits, cross-entropy) or ``"cosine"`` (cosine scores, AAM-softmax).
     margin, scale : float
-        AAM margin and scale (``classifier="cosine"`` only).
+        Margin and scale (``classifier="cosine"`` only).
+    margin_loss : str
+        ``"aam"``: AAM-softmax, ``cos(θ + m)`` (SpeechBrain's ``AdditiveAngularMargin``, the
+        MP3S recipes); ``"am"``: AM-softmax, ``cos θ − m`` (SpeechBrain's ``AngularMargin``,
+        SUPERB's ASV).
     """
 
     kind = "utterance"
@@ -190,6 +196,7 @@ class UtteranceProbe(nn.Module):
         classifier: str = "linear",
         margin: float = 0.2,
         scale: float = 30.0,
+        margin_loss: str = "aam",
     ):
         super().__init__()
         if classifier not in CLASSIFIERS:
@@ -201,7 +208,12 @@ class UtteranceProbe(nn.Module):
             self.criterion = None
         else:
             self.classifier = CosineClassifier(embedding_size, out_neurons=num_outputs)
-            self.criterion = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=scale))
+            if margin_loss not in MARGIN_LOSSES:
+                raise ValueError(
+                    f"unknown margin_loss {margin_loss!r}; valid: {', '.join(MARGIN_LOSSES)}"
+                )
+            margin_class = MARGIN_LOSSES[margin_loss]
+            self.criterion = LogSoftmaxWrapper(margin_class(margin=margin, scale=scale))
 
     def embed(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
         """Utterance embeddings (batch, embedding_size)."""
@@ -234,7 +246,7 @@ class MeanPoolLinear(UtteranceProbe):
     dropout : float
         Dropout on the pooled vector.
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
@@ -265,7 +277,7 @@ class BiLSTMPool(UtteranceProbe):
     dropout : float
         Dropout on the input and between layers.
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
@@ -306,7 +318,7 @@ class XvectorProbe(UtteranceProbe):
     embedding_size : int
         X-vector size.
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
@@ -353,7 +365,7 @@ class ECAPAProbe(UtteranceProbe):
     attention_channels, se_channels, res2net_scale : int
         ECAPA sizes (defaults 128, 128, 8).
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
