@@ -318,7 +318,10 @@ def yaml_keys(task, probe: str, *, configs=None) -> set[str]:
     from speechbrain_ext.downstream.engine import task_config
     from speechbrain_ext.hparams import resolve_variant
 
-    base = resolve_variant(task_config(task, probe, configs=configs))[0]
+    try:
+        base = resolve_variant(task_config(task, probe, configs=configs))[0]
+    except (OSError, ValueError):  # no such yaml: loading it will say so, for that run alone
+        return set()
     return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*):", base.read_text(), re.M))
 
 
@@ -335,6 +338,8 @@ def check_overrides(plan, overrides, *, configs=None) -> None:
     ...
     ValueError: --override lr_shedule=linear: no task's yaml has the key 'lr_shedule'
     """
+    if not overrides:
+        return
     keys = set()
     for task, probe, *_ in plan:
         keys |= yaml_keys(task, probe, configs=configs)
