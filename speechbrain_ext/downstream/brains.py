@@ -1,6 +1,7 @@
 """SpeechBrain ``Brain`` classes that train a probe on an encoder's features, one per task kind.
 
-- :class:`CTCBrain`: CTC probe, greedy decoding, WER (``ErrorRateStats``).
+- :class:`CTCBrain`: CTC probe, greedy decoding, WER or PER (``ErrorRateStats``);
+  :class:`SlotFillingBrain`: the same on slot-tagged texts, slot-type F1 and slot-value CER.
 - :class:`ClassificationBrain`: utterance probe, accuracy.
 - :class:`VerificationBrain`: utterance probe trained to classify the training speakers;
   validated and tested by cosine scoring of its embeddings over trials, EER (SpeechBrain's
@@ -31,6 +32,7 @@ from speechbrain_ext.downstream.metrics import (
 )
 from speechbrain_ext.downstream.tokenizers import BLANK_INDEX
 from speechbrain_ext.ssl.checkpoints import AtomicCheckpointer
+from speechbrain_ext.superb.metrics import slot_type_f1, slot_value_cer
 
 LR_SCHEDULES = ("newbob", "linear")
 CHECKPOINT_SELECTIONS = ("dev", "last")
@@ -246,22 +248,30 @@ class ProbeBrain(sb.Brain):
 
 
 class CTCBrain(ProbeBrain):
-    """A CTC probe (``linear_ctc``, ``bilstm_ctc``) scored by WER (checkpoint selection and
-    result); the character error rate is reported beside it.
+    """A CTC probe (``linear_ctc``, ``bilstm_ctc``) scored by the error rate of its greedy
+    transcripts over space-separated units: words (``WER``, with the character error rate
+    ``CER`` beside it) or phonemes (``PER``: the transcripts are space-separated phonemes). The
+    error rate picks the checkpoint and is the result.
 
     Arguments
     ---------
-    tokenizer : CharTokenizer or BPETokenizer
-        Maps transcripts (the batch's ``wrd``) to the targets (``tokens``) and back.
+    tokenizer : CharTokenizer, PhonemeTokenizer or BPETokenizer
+        Maps transcripts (the batch's ``label`` column) to the targets (``tokens``) and back.
+    label : str
+        The transcript column (``wrd``; ``phn`` for phonemes).
+    metric : str
+        Name of the error rate (``WER`` or ``PER``); ``WER`` adds the ``CER``.
     **kwargs
         Those of :class:`ProbeBrain`.
     """
 
     select_key = "WER"
 
-    def __init__(self, *, tokenizer, **kwargs):
+    def __init__(self, *, tokenizer, label: str = "wrd", metric: str = "WER", **kwargs):
         super().__init__(**kwargs)
-        self.tokenizer = tokenizer
+        self.tokenizer, self.label, self.metric = tokenizer, label, metric
+        if not self.select_max:  # an error rate (subclasses may select on another metric)
+            self.select_key = metric
 
     def compute_forward(self, batch, stage):
         """Log-probabilities (batch, frames, tokens) and relative lengths."""
@@ -269,29 +279,68 @@ class CTCBrain(ProbeBrain):
         return self.modules.probe(feats, lens), lens
 
     def compute_objectives(self, predictions, batch, stage):
-        """CTC loss; greedy transcripts feed the WER outside training."""
+        """CTC loss; greedy transcripts feed the metrics outside training."""
         log_probs, lens = predictions
         tokens, token_lens = batch.tokens
         tokens, token_lens = tokens.to(self.device), token_lens.to(self.device)
         loss = ctc_loss(log_probs, tokens, lens, token_lens, blank_index=BLANK_INDEX)
         if stage != sb.Stage.TRAIN:
             hyps = ctc_greedy_texts(log_probs.detach().cpu(), lens.cpu(), self.tokenizer)
-            add_word_errors(self.wer, batch.id, hyps, batch.wrd)
-            self.cer.append(
-                batch.id, predict=[list(h) for h in hyps], target=[list(r) for r in batch.wrd]
-            )
+            self.add_transcripts(batch.id, hyps, getattr(batch, self.label))
         return loss
 
+    def add_transcripts(self, ids, hyps, refs):
+        """Collect a batch's hypothesis and reference texts."""
+        add_word_errors(self.wer, ids, hyps, refs)
+        self.cer.append(ids, predict=[list(h) for h in hyps], target=[list(r) for r in refs])
+
     def reset_metrics(self, stage):
-        """New WER and CER trackers."""
+        """New error-rate trackers."""
         self.wer, self.cer = ErrorRateStats(), ErrorRateStats()
 
     def summarize_metrics(self, stage):
-        """WER and CER in percent; the test alignments go to ``<output_folder>/wer.txt``."""
+        """The error rate (and the CER beside a WER) in percent; the test alignments go to
+        ``<output_folder>/<metric>.txt``.
+        """
         if stage == sb.Stage.TEST:
-            with open(f"{self.hparams.output_folder}/wer.txt", "w", encoding="utf-8") as out:
+            path = f"{self.hparams.output_folder}/{self.metric.lower()}.txt"
+            with open(path, "w", encoding="utf-8") as out:
                 self.wer.write_stats(out)
-        return {"WER": self.wer.summarize("WER"), "CER": self.cer.summarize("WER")}
+        stats = {self.metric: self.wer.summarize("WER")}
+        if self.metric == "WER":
+            stats["CER"] = self.cer.summarize("WER")
+        return stats
+
+
+class SlotFillingBrain(CTCBrain):
+    """SUPERB slot filling: a CTC probe over characters and whole slot tags
+    (:class:`~speechbrain_ext.downstream.tokenizers.SlotTokenizer`) on tagged transcripts
+    (``B-city TORONTO E-city``), scored by the slot-type F1 (percent; picks the checkpoint) with
+    the slot-value CER (percent) and the WER of the tagged texts beside it
+    (:func:`speechbrain_ext.superb.metrics.slot_type_f1`, ``slot_value_cer``).
+    """
+
+    select_key = "slot_type_f1"
+    select_max = True
+
+    def add_transcripts(self, ids, hyps, refs):
+        """Also keep the texts for the slot metrics."""
+        super().add_transcripts(ids, hyps, refs)
+        self.hyps.extend(hyps)
+        self.refs.extend(refs)
+
+    def reset_metrics(self, stage):
+        """New trackers and no texts."""
+        super().reset_metrics(stage)
+        self.hyps, self.refs = [], []
+
+    def summarize_metrics(self, stage):
+        """``slot_type_f1``, ``slot_value_cer`` and ``WER``, in percent."""
+        return {
+            "slot_type_f1": 100.0 * slot_type_f1(self.hyps, self.refs),
+            "slot_value_cer": 100.0 * slot_value_cer(self.hyps, self.refs),
+            "WER": self.wer.summarize("WER"),
+        }
 
 
 class ClassificationBrain(ProbeBrain):

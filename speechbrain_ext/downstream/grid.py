@@ -20,6 +20,7 @@ import csv
 import logging
 import math
 import multiprocessing
+import re
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -57,7 +58,8 @@ class RunResult:
     metric: str
     language: str | None = None  # CommonVoice on the built-in corpus: cy or eu
     value: float | None = None
-    cer: float | None = None  # CTC tasks: the test character error rate, shown beside the WER
+    secondary: float | None = None  # shown beside the value: the CER of a WER, QbE's MAP...
+    secondary_metric: str | None = None  # its name (the task's ``secondary``)
     seconds: float = 0.0
     layer_weights: list = field(default_factory=list)
     error: str | None = None
@@ -126,13 +128,40 @@ def plan_runs(suite_tasks, *, tasks: str = "all", probes: str = "default") -> li
     return plan
 
 
-def plan_variants(encoder: str, baselines: str = "fbank,random") -> list[Variant]:
-    """The encoder and the baselines to compare it with (``"none"``: no baseline).
+def encoder_labels(encoders) -> list[str]:
+    """Column labels of several encoders: their folder names (:func:`default_name`), made
+    unique with ``_2``, ``_3``... and never a baseline's name.
+
+    Example
+    -------
+    >>> encoder_labels(["a/bestrq/1986", "b/bestrq", "c/random", "runs/hubert"])
+    ['bestrq', 'bestrq_2', 'random_2', 'hubert']
+    """
+    labels, taken = [], set(BASELINES)
+    for encoder in encoders:
+        base = default_name(str(encoder))
+        label, number = base, 1
+        while label in taken:
+            number += 1
+            label = f"{base}_{number}"
+        taken.add(label)
+        labels.append(label)
+    return labels
+
+
+def plan_variants(encoders, baselines: str = "fbank,random") -> list[Variant]:
+    """The encoder(s) and the baselines to compare them with (``"none"``: no baseline).
+
+    One encoder (a path) is the column ``encoder``; several (a list) are a column each, labelled
+    by :func:`encoder_labels`. Then ``fbank``, then ``random``: the first encoder's
+    configuration with random weights. ``fbank`` as an encoder is the baseline itself.
 
     Example
     -------
     >>> [v.label for v in plan_variants("results/bestrq")]
     ['encoder', 'fbank', 'random']
+    >>> [v.label for v in plan_variants(["results/bestrq", "results/hubert"])]
+    ['bestrq', 'hubert', 'fbank', 'random']
     >>> [v.label for v in plan_variants("fbank")]
     ['fbank']
     """
@@ -140,13 +169,16 @@ def plan_variants(encoder: str, baselines: str = "fbank,random") -> list[Variant
     unknown = [b for b in chosen if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; valid: {', '.join(BASELINES)}, none")
-    if encoder == FBANK:  # the filterbank itself: no weights to randomise
+    encoders = [encoders] if isinstance(encoders, str | Path) else list(encoders)
+    models = [str(e) for e in dict.fromkeys(str(e) for e in encoders) if e != FBANK]
+    if not models:  # the filterbank itself: no weights to randomise
         return [Variant("fbank", FBANK)]
-    variants = [Variant("encoder", str(encoder))]
-    if "fbank" in chosen:
+    labels = ["encoder"] if len(models) == 1 else encoder_labels(models)
+    variants = [Variant(label, model) for label, model in zip(labels, models)]
+    if "fbank" in chosen or FBANK in encoders:
         variants.append(Variant("fbank", FBANK))
     if "random" in chosen:
-        variants.append(Variant("random", str(encoder), pretrained=False))
+        variants.append(Variant("random", models[0], pretrained=False))
     return variants
 
 
@@ -228,10 +260,13 @@ def run_overrides(
     builtin_minutes=None,
     builtin_seed=None,
     overrides=(),
+    configs=None,
 ) -> dict:
     """The yaml overrides (key → value) of one run: the variant's encoder, the run's folders
     under ``work_folder``, its data, then the user's ``overrides`` (``[Task[/probe]:]key=value``
-    items that apply to this task and probe).
+    items that apply to this task and probe). An unscoped ``key=value`` applies to the runs
+    whose yaml has the key (``number_of_epochs`` skips the training-free QbE);
+    :func:`check_overrides` makes sure some yaml of the plan has it.
 
     Example
     -------
@@ -262,17 +297,63 @@ def run_overrides(
             values["builtin_minutes"] = builtin_minutes
         if builtin_seed is not None:
             values["builtin_seed"] = builtin_seed
+    keys = yaml_keys(task, probe, configs=configs)
     for item in overrides:
         scope, assignment = parse_override(item)
         if scope in ("", task.name, f"{task.name}/{probe}"):
             key, _, value = assignment.partition("=")
-            values[key] = parse_value(value)
+            if scope or key in keys:
+                values[key] = parse_value(value)
     return values
 
 
-def check_outcome(outcome: dict) -> tuple:
-    """(value, cer or None, layer weights) of a task's result; ``ValueError`` unless all are
-    finite numbers, so that a diverged probe or a broken encoder is a failed run, never a score.
+def yaml_keys(task, probe: str, *, configs=None) -> set[str]:
+    """The top-level keys of a task's probe yaml (of its base, for a variant).
+
+    Example
+    -------
+    >>> {"lr", "number_of_epochs"} <= yaml_keys("mp3s/SLURP", "meanpool_linear")
+    True
+    """
+    from speechbrain_ext.downstream.engine import task_config
+    from speechbrain_ext.hparams import resolve_variant
+
+    try:
+        base = resolve_variant(task_config(task, probe, configs=configs))[0]
+    except (OSError, ValueError):  # no such yaml: loading it will say so, for that run alone
+        return set()
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*):", base.read_text(), re.M))
+
+
+def check_overrides(plan, overrides, *, configs=None) -> None:
+    """``ValueError`` for an unscoped override (``key=value``) that no yaml of ``plan`` (its
+    (task, probe, ...) runs) has: a misspelt key must not be silently ignored everywhere.
+
+    Example
+    -------
+    >>> plan = plan_runs([get_task("mp3s/SLURP")])
+    >>> check_overrides(plan, ["lr=0.1"])
+    >>> check_overrides(plan, ["lr_shedule=linear"])
+    Traceback (most recent call last):
+    ...
+    ValueError: --override lr_shedule=linear: no task's yaml has the key 'lr_shedule'
+    """
+    if not overrides:
+        return
+    keys = set()
+    for task, probe, *_ in plan:
+        keys |= yaml_keys(task, probe, configs=configs)
+    for item in overrides:
+        scope, assignment = parse_override(item)
+        key = assignment.partition("=")[0]
+        if not scope and key not in keys:
+            raise ValueError(f"--override {item}: no task's yaml has the key {key!r}")
+
+
+def check_outcome(outcome: dict, secondary: str | None = "CER") -> tuple:
+    """(value, the ``secondary`` test statistic or None, layer weights) of a task's result;
+    ``ValueError`` unless all are finite numbers, so that a diverged probe or a broken encoder
+    is a failed run, never a score.
 
     Example
     -------
@@ -286,15 +367,15 @@ def check_outcome(outcome: dict) -> tuple:
     value = float(outcome["value"])
     if not math.isfinite(value):
         raise ValueError(f"the task's metric is not a finite number: {value}")
-    cer = None
-    if "CER" in outcome.get("test_stats", {}):
-        cer = float(outcome["test_stats"]["CER"])
-        if not math.isfinite(cer):
-            raise ValueError(f"the task's CER is not a finite number: {cer}")
+    other = None
+    if secondary is not None and secondary in outcome.get("test_stats", {}):
+        other = float(outcome["test_stats"][secondary])
+        if not math.isfinite(other):
+            raise ValueError(f"the task's {secondary} is not a finite number: {other}")
     weights = [float(w) for w in outcome["layer_weights"]]
     if not all(math.isfinite(w) for w in weights):
         raise ValueError(f"the learned layer weights are not finite: {weights}")
-    return value, cer, weights
+    return value, other, weights
 
 
 def run_one(
@@ -312,14 +393,17 @@ def run_one(
     )  # fmt: skip
     start = time.perf_counter()
     try:
-        overrides = run_overrides(task, probe, variant, language=language, **run_options)
+        overrides = run_overrides(
+            task, probe, variant, language=language, configs=configs, **run_options
+        )
         logger.info("%s run: %s / %s / %s", task.suite, variant.label, result.row, probe)
         hparams = load_task_hparams(task, probe, overrides, configs=configs)
         outcome = run_task(task, hparams, {"device": device, "noprogressbar": True})
-        value, cer, weights = check_outcome(outcome)
-        result.value, result.cer, result.layer_weights = value, cer, weights
+        value, other, weights = check_outcome(outcome, task.secondary)
+        result.value, result.secondary, result.layer_weights = value, other, weights
+        result.secondary_metric = task.secondary if other is not None else None
     except Exception as error:  # one failed run must not lose the others
-        result.value, result.cer, result.layer_weights = None, None, []
+        result.value, result.secondary, result.layer_weights = None, None, []
         result.error = f"{type(error).__name__}: {error}"
         logger.error("%s run failed: %s\n%s", task.suite, result.error, traceback.format_exc())
     result.seconds = time.perf_counter() - start
@@ -360,15 +444,31 @@ def run_grid(
     return sorted(done, key=lambda r: order[r.variant])  # stable: plan order within a variant
 
 
-def _fmt(value: float | None) -> str:
-    return "failed" if value is None else f"{value:.2f}"
+DECIMALS = {"MTWV": 4, "MAP": 4}  # metrics in [0, 1]; the others are percentages
+
+
+def _fmt(value: float | None, metric: str | None = None) -> str:
+    return "failed" if value is None else f"{value:.{DECIMALS.get(metric, 2)}f}"
+
+
+@dataclass
+class SummaryRow:
+    """A row under the task rows (a suite's aggregate score): a value per encoder label."""
+
+    name: str
+    metric: str
+    values: dict  # encoder label → float or None (shown as n/a)
+    higher_is_better: bool = True
 
 
 def format_markdown(
-    results, *, command: str, name: str, notes: str = "", title: str = "Downstream results"
-) -> str:
-    """The results table (metric per task and probe, one column per encoder; CTC tasks show
-    the CER in brackets after the WER) and the layer weights, as Markdown.
+    results, *, command: str, name: str, notes: str = "", title: str = "Downstream results",
+    summary=(), summary_notes: str = "",
+) -> str:  # fmt: skip
+    """The results table (metric per task and probe, one column per encoder; a task's
+    secondary statistic in brackets after its metric: the CER after a WER), then the
+    ``summary`` rows (:class:`SummaryRow`) and ``summary_notes``, and the layer weights, as
+    Markdown.
     """
     labels = list(dict.fromkeys(r.variant.label for r in results))
     rows = list(dict.fromkeys((r.row, r.probe) for r in results))
@@ -396,8 +496,9 @@ def format_markdown(
         best = (max if definition.higher_is_better else min)(values) if values else None
         arrow = "↑" if definition.higher_is_better else "↓"
         metric = f"{definition.metric} {arrow}"
-        if any(c is not None and c.cer is not None for c in cells):
-            metric += " (CER)"
+        secondary = next((c.secondary_metric for c in cells if c and c.secondary_metric), None)
+        if secondary:
+            metric += f" ({secondary})"
         text = []
         for cell in cells:
             if cell is None:
@@ -406,12 +507,21 @@ def format_markdown(
             if cell.failed:  # never a number, never bold: the reason is in the Runs table
                 text.append("failed")
                 continue
-            shown = _fmt(cell.value)
+            shown = _fmt(cell.value, cell.metric)
             shown = f"**{shown}**" if cell.value == best else shown
-            if cell.cer is not None:
-                shown += f" ({cell.cer:.2f})"
+            if cell.secondary is not None:
+                shown += f" ({_fmt(cell.secondary, cell.secondary_metric)})"
             text.append(shown)
         lines.append(f"| {row} | {probe} | {metric} | " + " | ".join(text) + " |")
+    for extra in summary:
+        arrow = "↑" if extra.higher_is_better else "↓"
+        text = [
+            "n/a" if extra.values.get(label) is None else f"{extra.values[label]:.1f}"
+            for label in labels
+        ]
+        lines.append(f"| **{extra.name}** | | {extra.metric} {arrow} | " + " | ".join(text) + " |")
+    if summary_notes:
+        lines += ["", summary_notes]
     weighted = [r for r in results if len(r.layer_weights) > 1 and not r.failed]
     if weighted:
         width = max(len(r.layer_weights) for r in weighted)
@@ -442,23 +552,31 @@ def format_markdown(
 
 CSV_COLUMNS = (
     "encoder", "encoder_path", "pretrained", "task", "language", "probe", "metric", "value",
-    "seconds",
+    "secondary_metric", "secondary", "seconds",
     "layer_weights", "status", "error",
 )  # fmt: skip
 """``status`` is ``ok`` or ``failed: <reason>``; a failed run has an empty ``value`` and
-``layer_weights`` and its full ``error``."""
+``layer_weights`` and its full ``error``. A summary row (:class:`SummaryRow`) has its name as
+``task``, an empty ``probe``, and ``status`` ``summary``."""
 
 
 def write_tables(
-    results, folder, *, name: str, command: str, notes: str = "", title: str = "Downstream results"
-) -> tuple:
-    """Write ``<folder>/<name>.md`` and ``<folder>/<name>.csv``; returns both paths."""
+    results, folder, *, name: str, command: str, notes: str = "", title: str = "Downstream results",
+    summary=(), summary_notes: str = "",
+) -> tuple:  # fmt: skip
+    """Write ``<folder>/<name>.md`` and ``<folder>/<name>.csv`` (with the ``summary`` rows,
+    :class:`SummaryRow`, after the runs); returns both paths.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = folder / f"{name}.md", folder / f"{name}.csv"
     md_path.write_text(
-        format_markdown(results, command=command, name=name, notes=notes, title=title)
-    )
+        format_markdown(
+            results, command=command, name=name, notes=notes, title=title, summary=summary,
+            summary_notes=summary_notes,
+        )
+    )  # fmt: skip
+    variants = {r.variant.label: r.variant for r in results}
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
@@ -466,10 +584,20 @@ def write_tables(
             writer.writerow([
                 r.variant.label, r.variant.encoder, r.variant.pretrained, r.task,
                 r.language or "", r.probe,
-                r.metric, "" if r.failed else f"{r.value:.4f}", f"{r.seconds:.1f}",
+                r.metric, "" if r.failed else f"{r.value:.4f}",
+                r.secondary_metric or "", "" if r.secondary is None else f"{r.secondary:.4f}",
+                f"{r.seconds:.1f}",
                 "" if r.failed else " ".join(f"{w:.4f}" for w in r.layer_weights),
                 r.status, (r.error or "no finite score") if r.failed else "",
             ])  # fmt: skip
+        for extra in summary:
+            for label, variant in variants.items():
+                value = extra.values.get(label)
+                writer.writerow([
+                    label, variant.encoder, variant.pretrained, extra.name, "", "",
+                    extra.metric, "" if value is None else f"{value:.4f}", "", "", "", "",
+                    "summary", "",
+                ])  # fmt: skip
     return md_path, csv_path
 
 

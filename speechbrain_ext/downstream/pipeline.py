@@ -71,9 +71,9 @@ def task_split_manifests(hparams: dict, task: Task, **options) -> dict[str, Path
         prepare_options=hparams["prepare_options"],
         **options,
     )
-    splits = {split: manifests[split] for split in SPLITS}
+    splits = {split: manifests[split] for split in task.splits}
     folder = Path(hparams["output_folder"]) / "manifests_checked"
-    for split in SPLITS:  # cleaned copies of an earlier run are redone, never reused unchecked
+    for split in splits:  # cleaned copies of an earlier run are redone, never reused unchecked
         (folder / f"{split}.validated.csv").unlink(missing_ok=True)
     checked, _ = validate_manifests(splits, output_folder=folder)
     return {**manifests, **checked}

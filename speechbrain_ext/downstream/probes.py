@@ -12,7 +12,8 @@ Two families:
   and ``forward(feats, lens) -> (batch, num_outputs)`` class scores, ``loss(scores, targets)``:
   ``meanpool_linear``, ``bilstm_pool``, ``xvector`` and ``ecapa`` (SpeechBrain's ``Xvector`` and
   ``ECAPA_TDNN`` lobes). With ``classifier="cosine"`` the scores are cosine similarities to
-  class prototypes trained with an additive angular margin (AAM-softmax), as for speaker
+  class prototypes trained with a margin (``margin_loss``: ``aam``, the additive angular margin
+  of AAM-softmax, or ``am``, the additive cosine margin of AM-softmax), as for speaker
   verification; with ``classifier="linear"`` they are logits trained with cross-entropy.
 
 ``feats`` is (batch, time, input_size), ``lens`` SpeechBrain relative lengths (batch,).
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier as CosineClassifier
 from speechbrain.lobes.models.Xvector import Xvector
-from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+from speechbrain.nnet.losses import AdditiveAngularMargin, AngularMargin, LogSoftmaxWrapper
 from speechbrain.nnet.RNN import LSTM
 from torch import nn
 
@@ -46,6 +47,7 @@ from speechbrain_ext.superb.diarization import DiarizationHead
 
 PROBES = Registry("probe")
 CLASSIFIERS = ("linear", "cosine")
+MARGIN_LOSSES = {"aam": AdditiveAngularMargin, "am": AngularMargin}
 
 
 def list_probes() -> list[str]:
@@ -402,7 +404,11 @@ class UtteranceProbe(nn.Module):
     classifier : str
         ``"linear"`` (logits, cross-entropy) or ``"cosine"`` (cosine scores, AAM-softmax).
     margin, scale : float
-        AAM margin and scale (``classifier="cosine"`` only).
+        Margin and scale (``classifier="cosine"`` only).
+    margin_loss : str
+        ``"aam"``: AAM-softmax, ``cos(θ + m)`` (SpeechBrain's ``AdditiveAngularMargin``, the
+        MP3S recipes); ``"am"``: AM-softmax, ``cos θ − m`` (SpeechBrain's ``AngularMargin``,
+        SUPERB's ASV).
     """
 
     kind = "utterance"
@@ -415,6 +421,7 @@ class UtteranceProbe(nn.Module):
         classifier: str = "linear",
         margin: float = 0.2,
         scale: float = 30.0,
+        margin_loss: str = "aam",
     ):
         super().__init__()
         if classifier not in CLASSIFIERS:
@@ -426,7 +433,12 @@ class UtteranceProbe(nn.Module):
             self.criterion = None
         else:
             self.classifier = CosineClassifier(embedding_size, out_neurons=num_outputs)
-            self.criterion = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=scale))
+            if margin_loss not in MARGIN_LOSSES:
+                raise ValueError(
+                    f"unknown margin_loss {margin_loss!r}; valid: {', '.join(MARGIN_LOSSES)}"
+                )
+            margin_class = MARGIN_LOSSES[margin_loss]
+            self.criterion = LogSoftmaxWrapper(margin_class(margin=margin, scale=scale))
 
     def embed(self, feats: torch.Tensor, lens: torch.Tensor | None = None) -> torch.Tensor:
         """Utterance embeddings (batch, embedding_size)."""
@@ -459,7 +471,7 @@ class MeanPoolLinear(UtteranceProbe):
     dropout : float
         Dropout on the pooled vector.
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
@@ -490,7 +502,7 @@ class BiLSTMPool(UtteranceProbe):
     dropout : float
         Dropout on the input and between layers.
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
@@ -531,7 +543,7 @@ class XvectorProbe(UtteranceProbe):
     embedding_size : int
         X-vector size.
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(
@@ -578,7 +590,7 @@ class ECAPAProbe(UtteranceProbe):
     attention_channels, se_channels, res2net_scale : int
         ECAPA sizes (defaults 128, 128, 8).
     **classifier_options
-        ``classifier``, ``margin``, ``scale`` of :class:`UtteranceProbe`.
+        ``classifier``, ``margin``, ``scale``, ``margin_loss`` of :class:`UtteranceProbe`.
     """
 
     def __init__(

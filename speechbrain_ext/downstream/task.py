@@ -68,6 +68,15 @@ class Task:
     protocol : str
         ``"splits"`` (train, dev, test as given) or ``"folds"`` (pool the splits and average
         leave-one-group-out folds; yaml keys ``folds``, ``fold_by``, ``dev_percent``).
+    splits : tuple of str
+        The utterance manifests of the task's folder (``<split>.csv``, validated before any
+        training): ``train``, ``dev``, ``test``; QbE's are ``queries`` and ``docs``.
+    tables : tuple of str
+        Other CSVs of the folder that the kind reads (``trials`` for verification,
+        ``ground_truth`` for QbE).
+    secondary : str or None
+        A second test statistic shown beside the metric, read from the kind's ``test_stats``
+        when present (``CER`` beside a WER, ``MAP`` beside QbE's MTWV).
     """
 
     suite: str
@@ -81,6 +90,9 @@ class Task:
     prepare: Callable
     languages: tuple = ()
     protocol: str = "splits"
+    splits: tuple = SPLITS
+    tables: tuple = ()
+    secondary: str | None = "CER"
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -141,7 +153,7 @@ def task_manifests(
     builtin_options: dict | None = None,
     prepare_options: dict | None = None,
 ) -> dict[str, Path]:
-    """Manifest paths of a task: split (and ``trials`` for verification) → CSV.
+    """Manifest paths of a task: each of ``task.splits`` and ``task.tables`` → CSV.
 
     Arguments
     ---------
@@ -179,9 +191,7 @@ def task_manifests(
         if language is None and task.languages:
             language = task.languages[0]
         folder = Path(manifest_root) / task.builtin.format(language=language)
-        paths = {split: folder / f"{split}.csv" for split in SPLITS}
-        if task.kind == "verification":
-            paths["trials"] = folder / "trials.csv"
+        paths = {name: folder / f"{name}.csv" for name in (*task.splits, *task.tables)}
     missing = [str(p) for p in paths.values() if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"{task.name}: missing manifest(s): {', '.join(missing)}")

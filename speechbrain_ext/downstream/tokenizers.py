@@ -1,7 +1,8 @@
-"""CTC output units for the ASR tasks: characters (LibriSpeech) or a small BPE (CommonVoice).
+"""CTC output units: characters (ASR), a small BPE (CommonVoice), phonemes (SUPERB PR), or
+characters plus whole slot tags (SUPERB SF).
 
-Both tokenizers reserve index 0 for the CTC blank, map text to indices ``1..num_outputs-1`` with
-:meth:`encode` and back with :meth:`decode`.
+Every tokenizer reserves index 0 for the CTC blank, maps text to indices ``1..num_outputs-1``
+with :meth:`encode` and back with :meth:`decode`.
 
 Example
 -------
@@ -22,20 +23,33 @@ BLANK_INDEX = 0
 
 
 class CharTokenizer:
-    """Characters through SpeechBrain's ``CTCTextEncoder`` (blank 0, then ``<unk>``)."""
+    """Characters through SpeechBrain's ``CTCTextEncoder`` (blank 0, then ``<unk>``).
+
+    Subclasses cut a text into other units by overriding :meth:`units` and :meth:`join`.
+    """
 
     def __init__(self, encoder: CTCTextEncoder):
         self.encoder = encoder
 
     @classmethod
     def from_texts(cls, texts) -> "CharTokenizer":
-        """Collect the characters of ``texts`` (the training transcripts)."""
+        """Collect the units of ``texts`` (the training transcripts)."""
         encoder = CTCTextEncoder()
         encoder.insert_blank(index=BLANK_INDEX)
         encoder.add_unk()
-        encoder.update_from_iterable((list(text) for text in texts), sequence_input=True)
+        encoder.update_from_iterable((cls.units(text) for text in texts), sequence_input=True)
         encoder.ignore_len()  # the label set is whatever the transcripts hold
         return cls(encoder)
+
+    @staticmethod
+    def units(text: str) -> list[str]:
+        """The output units of ``text``: its characters."""
+        return list(text)
+
+    @staticmethod
+    def join(units) -> str:
+        """The text of a sequence of units."""
+        return "".join(units)
 
     @property
     def num_outputs(self) -> int:
@@ -43,12 +57,62 @@ class CharTokenizer:
         return len(self.encoder)
 
     def encode(self, text: str) -> list[int]:
-        """Indices of the characters of ``text`` (unknown ones map to ``<unk>``)."""
-        return self.encoder.encode_sequence(list(text))
+        """Indices of the units of ``text`` (unknown ones map to ``<unk>``)."""
+        return self.encoder.encode_sequence(self.units(text))
 
     def decode(self, ids) -> str:
         """Text of a sequence of indices (blanks already removed)."""
-        return "".join(self.encoder.decode_ndim([int(i) for i in ids]))
+        return self.join(self.encoder.decode_ndim([int(i) for i in ids]))
+
+
+class PhonemeTokenizer(CharTokenizer):
+    """Space-separated symbols as units (the built-in LibriSpeech ``phn`` column: ``d a t ɹ
+    oʊ d``), decoded back to space-separated symbols, so that a word error rate over the
+    decoded texts is the phoneme error rate.
+
+    Example
+    -------
+    >>> tok = PhonemeTokenizer.from_texts(["d a t", "ɹ oʊ d"])
+    >>> tok.encode("oʊ d") == [tok.encoder.lab2ind["oʊ"], tok.encoder.lab2ind["d"]]
+    True
+    >>> tok.decode(tok.encode("d oʊ t")), tok.num_outputs  # blank, unk, d a t ɹ oʊ
+    ('d oʊ t', 7)
+    """
+
+    @staticmethod
+    def units(text: str) -> list[str]:
+        """The symbols of ``text``."""
+        return text.split()
+
+    @staticmethod
+    def join(units) -> str:
+        """Symbols separated by spaces."""
+        return " ".join(units)
+
+
+class SlotTokenizer(CharTokenizer):
+    """Characters, except that each slot tag (``B-city``, ``E-city``: a word starting with
+    ``B-`` or ``E-``) is one unit, as in SUPERB's slot filling: the CTC target of
+    ``B-city TORONTO E-city`` is ``[B-city, ' ', T, O, R, O, N, T, O, ' ', E-city]``.
+
+    Example
+    -------
+    >>> tok = SlotTokenizer.from_texts(["GO TO B-city TORONTO E-city"])
+    >>> SlotTokenizer.units("B-city TORONTO E-city")[:3]
+    ['B-city', ' ', 'T']
+    >>> len(tok.encode("B-city TORONTO E-city")), tok.decode(tok.encode("TO B-city TOGO E-city"))
+    (11, 'TO B-city TOGO E-city')
+    """
+
+    @staticmethod
+    def units(text: str) -> list[str]:
+        """Characters of the words, whole tags, single spaces between words."""
+        units = []
+        for index, word in enumerate(text.split()):
+            if index:
+                units.append(" ")
+            units.extend([word] if word.startswith(("B-", "E-")) else list(word))
+        return units
 
 
 class BPETokenizer:
@@ -115,12 +179,19 @@ class BPETokenizer:
         return self.processor.decode([int(i) - 1 for i in ids if int(i) != BLANK_INDEX])
 
 
+SYMBOL_TOKENIZERS = {"char": CharTokenizer, "phoneme": PhonemeTokenizer, "slot": SlotTokenizer}
+
+
 def build_tokenizer(kind: str, texts, *, save_folder=None, vocab_size: int = 100):
-    """``"char"`` → :class:`CharTokenizer`, ``"bpe"`` → :class:`BPETokenizer` on ``texts``."""
-    if kind == "char":
-        return CharTokenizer.from_texts(texts)
+    """The tokenizer ``kind`` fitted on ``texts``: ``"char"`` (:class:`CharTokenizer`),
+    ``"phoneme"`` (:class:`PhonemeTokenizer`), ``"slot"`` (:class:`SlotTokenizer`) or ``"bpe"``
+    (:class:`BPETokenizer`, ``vocab_size`` units, its model in ``save_folder``).
+    """
+    if kind in SYMBOL_TOKENIZERS:
+        return SYMBOL_TOKENIZERS[kind].from_texts(texts)
     if kind == "bpe":
         if save_folder is None:
             raise ValueError("a BPE tokenizer needs a save_folder for its model")
         return BPETokenizer.train(texts, save_folder=save_folder, vocab_size=vocab_size)
-    raise ValueError(f"unknown tokenizer {kind!r}; valid: bpe, char")
+    valid = ", ".join(sorted([*SYMBOL_TOKENIZERS, "bpe"]))
+    raise ValueError(f"unknown tokenizer {kind!r}; valid: {valid}")

@@ -98,7 +98,7 @@ TASKS = (
     Task("mp3s", "CommonVoice", "ctc", "cv_{language}", "wrd", "WER", False,
          ("bilstm_ctc", "linear_ctc"), _prepare_commonvoice, languages=("cy", "eu")),
     Task("mp3s", "VoxCeleb1", "verification", "asv", "spk_id", "EER", False,
-         ("xvector", "ecapa"), _prepare_voxceleb1),
+         ("xvector", "ecapa"), _prepare_voxceleb1, tables=("trials",)),
     Task("mp3s", "SLURP", "classification", "slurp", "scenario", "accuracy", True,
          ("meanpool_linear", "bilstm_pool"), _prepare_slurp),
     Task("mp3s", "IEMOCAP", "classification", "er", "emo", "accuracy", True,
