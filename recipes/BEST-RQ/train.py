@@ -25,25 +25,19 @@ import logging
 import sys
 from pathlib import Path
 
-from speechbrain.utils.distributed import if_main_process
-
 from speechbrain_ext.quant.stages import (
     first_batch,
     quantization_stages,
     run_stages,
     write_stages_summary,
 )
-from speechbrain_ext.ssl.export import save_model_config, save_quantization_spec
 from speechbrain_ext.ssl.training import (
     SSLBrain,
-    brain_in_folder,
-    check_ddp_parameters,
     dataio_prepare,
-    held_out_results,
     prepare_manifests,
     setup_recipe,
     shutdown_distributed,
-    write_results,
+    train_in_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,45 +49,21 @@ def train(hparams, run_opts, model, folder: Path, datasets, samplers, manifests)
     """Train ``model`` (a BEST-RQ model, or a student in its DistillationModel) into ``folder``
     and write the proof of learning there; returns the results (main process).
     """
-    student = getattr(model, "student", model)
     paths = {}
     if folder == Path(hparams["output_folder"]):
         paths = {"save_folder": hparams["save_folder"], "train_log": hparams["train_log"]}
-    if if_main_process():
-        save_model_config(student, folder)  # all load_ssl_encoder needs besides weights
-        save_quantization_spec(student, folder)  # a quantized student only
-    brain = brain_in_folder(
-        SSLBrain, hparams, run_opts, model=model, folder=folder, checkpointed=student, **paths
-    )
-    brain.sample_rate = student.encoder.features.sample_rate
-    logger.info(
-        "BEST-RQ %s (%s): %.2f M parameters, %d representations of width %d",
-        student.config["encoder"],
-        getattr(student, "quant_spec", "fp32"),
-        sum(p.numel() for p in student.parameters()) / 1e6,
-        student.encoder.num_layers,
-        student.encoder.hidden_size,
-    )
-    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
-    check_ddp_parameters(student, folder)
-    if not if_main_process():
-        return None
-    results = held_out_results(brain, student, datasets, samplers)
-    results["test_manifest"] = str(manifests["test"])
-    results["quantization"] = getattr(student, "quant_spec", "fp32")
-    if student is not model:
-        results["teacher"] = str(hparams["teacher"])
-    table = write_results(
+    return train_in_folder(
+        SSLBrain,
+        hparams,
+        run_opts,
+        model,
         folder,
-        results,
+        datasets,
+        samplers,
         title="BEST-RQ masked-prediction accuracy on held-out speakers",
-        description=(
-            f"Model: `{student.config['encoder']}` ({results['quantization']}), "
-            f"{brain.optimizer_step} optimiser steps; test set `{manifests['test']}`."
-        ),
+        extra={"test_manifest": str(manifests["test"])},
+        **paths,
     )
-    print(table)
-    return results
 
 
 def main(argv):

@@ -36,12 +36,7 @@ from speechbrain_ext.quant.stages import (
     run_stages,
     write_stages_summary,
 )
-from speechbrain_ext.ssl.export import (
-    latest_iteration,
-    load_ssl_model,
-    save_model_config,
-    save_quantization_spec,
-)
+from speechbrain_ext.ssl.export import latest_iteration, load_ssl_model
 from speechbrain_ext.ssl.hubert_model import build_hubert_model
 from speechbrain_ext.ssl.targets import (
     LayerFeatures,
@@ -52,14 +47,11 @@ from speechbrain_ext.ssl.targets import (
 )
 from speechbrain_ext.ssl.training import (
     SSLBrain,
-    brain_in_folder,
-    check_ddp_parameters,
     dataio_prepare,
-    held_out_results,
     prepare_manifests,
     setup_recipe,
     shutdown_distributed,
-    write_results,
+    train_in_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,58 +134,6 @@ def iteration_datasets(hparams, manifests: dict, targets_folder: Path) -> tuple:
     return datasets, samplers, info
 
 
-def train_in_folder(
-    hparams,
-    run_opts,
-    model,
-    folder: Path,
-    datasets,
-    samplers,
-    *,
-    title: str,
-    extra: dict,
-    notes: str = "",
-) -> dict | None:
-    """Train ``model`` (a HuBERT model, or a student in its DistillationModel) into ``folder``
-    and write its proof of learning there (``extra`` joins the results, ``notes`` the Markdown);
-    returns the results (main process).
-    """
-    student = getattr(model, "student", model)
-    if if_main_process():
-        save_model_config(student, folder)  # all load_ssl_encoder needs besides weights
-        save_quantization_spec(student, folder)  # a quantized student only
-    brain = brain_in_folder(
-        HubertBrain, hparams, run_opts, model=model, folder=folder, checkpointed=student
-    )
-    logger.info(
-        "HuBERT %s (%s) in %s: %.2f M parameters, %d classes, %d representations of width %d",
-        student.config["encoder"],
-        getattr(student, "quant_spec", "fp32"),
-        folder,
-        sum(p.numel() for p in student.parameters()) / 1e6,
-        student.num_classes,
-        student.encoder.num_layers,
-        student.encoder.hidden_size,
-    )
-    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
-    check_ddp_parameters(student, folder)
-    if not if_main_process():
-        return None
-    results = held_out_results(brain, student, datasets, samplers)
-    results.update(extra, quantization=getattr(student, "quant_spec", "fp32"))
-    if student is not model:
-        results["teacher"] = str(hparams["teacher"])
-    description = (
-        f"Model: `{student.config['encoder']}` ({results['quantization']}), "
-        f"{brain.optimizer_step} optimiser steps; test set `{results['test_manifest']}`."
-    )
-    if notes:
-        description += f"\n\n{notes}"
-    table = write_results(folder, results, title=title, description=description)
-    print(f"{title}\n{table}")
-    return results
-
-
 def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
     """Targets, training and proof of learning of one iteration; returns its results."""
     folder = Path(hparams["output_folder"]) / f"iter{iteration}"
@@ -212,6 +152,7 @@ def run_iteration(hparams, run_opts, iteration: int, manifests: dict) -> dict:
             **{**hparams["model"].config, "num_classes": hparams["num_clusters"][iteration - 1]}
         )
     return train_in_folder(
+        HubertBrain,
         hparams,
         run_opts,
         model,
@@ -256,6 +197,7 @@ def quantize(hparams, run_opts, manifests: dict, stages: list) -> dict:
         {**hparams, "teacher": str(iteration)},
         stages,
         train_stage=lambda model, folder: train_in_folder(
+            HubertBrain,
             hparams,
             run_opts,
             model,

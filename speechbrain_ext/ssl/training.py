@@ -744,3 +744,73 @@ def median_throughput(train_log) -> float | None:
         return None
     values = sorted(float(v) for v in re.findall(r"audio_s_per_s: ([0-9.e+-]+)", log.read_text()))
     return values[len(values) // 2] if values else None
+
+
+def train_in_folder(
+    brain_class,
+    hparams,
+    run_opts,
+    model,
+    folder,
+    datasets,
+    samplers,
+    *,
+    title: str,
+    extra: dict,
+    notes: str = "",
+    save_folder=None,
+    train_log=None,
+) -> dict | None:
+    """Train ``model`` (an SSL model, or a quantized student in its
+    :class:`~speechbrain_ext.quant.distill.DistillationModel`) into ``folder`` with a
+    ``brain_class`` (:func:`brain_in_folder`) and write its proof of learning there
+    (:func:`held_out_results`, :func:`write_results`); returns the results (main process).
+
+    Before training, ``folder`` gets the model's config and, for a quantized student, its spec
+    (all ``load_ssl_encoder`` needs besides the weights); the checkpoints hold the student
+    only. The results hold ``extra`` (it must give ``test_manifest``), ``quantization`` (the
+    spec, or ``fp32``) and, for a student, ``teacher``; ``notes`` follow the table's
+    description.
+    """
+    from speechbrain_ext.ssl.export import save_model_config, save_quantization_spec
+
+    folder = Path(folder)
+    student = getattr(model, "student", model)
+    spec = getattr(student, "quant_spec", "fp32")
+    if if_main_process():
+        save_model_config(student, folder)
+        save_quantization_spec(student, folder)  # a quantized student only
+    brain = brain_in_folder(
+        brain_class, hparams, run_opts, model=model, folder=folder, checkpointed=student,
+        save_folder=save_folder, train_log=train_log,
+    )  # fmt: skip
+    front_end = getattr(student.encoder, "features", None)
+    brain.sample_rate = getattr(front_end, "sample_rate", brain.sample_rate)
+    logger.info(
+        "%s %s (%s) in %s: %.2f M parameters, %d classes, %d representations of width %d",
+        student.framework,
+        student.config["encoder"],
+        spec,
+        folder,
+        sum(p.numel() for p in student.parameters()) / 1e6,
+        student.num_classes,
+        student.encoder.num_layers,
+        student.encoder.hidden_size,
+    )
+    brain.fit_splits(datasets, samplers, num_workers=hparams["num_workers"])
+    check_ddp_parameters(student, folder)
+    if not if_main_process():
+        return None
+    results = held_out_results(brain, student, datasets, samplers)
+    results.update(extra, quantization=spec)
+    if student is not model:
+        results["teacher"] = str(hparams["teacher"])
+    description = (
+        f"Model: `{student.config['encoder']}` ({spec}), {brain.optimizer_step} optimiser "
+        f"steps; test set `{results['test_manifest']}`."
+    )
+    table = write_results(
+        folder, results, title=title, description=description + (f"\n\n{notes}" if notes else "")
+    )
+    print(f"{title}\n{table}")
+    return results
