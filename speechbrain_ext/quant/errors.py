@@ -176,7 +176,9 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     encoders = list(dict.fromkeys(r["encoder"] for r in rows))
-    fig, axes = plt.subplots(1, len(encoders), figsize=(4.2 * len(encoders), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(encoders), figsize=(4.2 * len(encoders), 3.6), squeeze=False, sharey=True
+    )
     for ax, encoder in zip(axes[0], encoders):
         for group in (*GROUPS, DISTILLED):
             points = [
