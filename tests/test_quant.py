@@ -247,12 +247,26 @@ def test_encoder_quantizes_trains_and_round_trips(kind, options, spec, tmp_path)
         expected = model(x, key_padding_mask=mask)
         got = loaded(x, key_padding_mask=mask)
     for a, b in zip(expected, got):
-        assert torch.equal(a, b)
+        # Bitwise on the AVX2 machine; on an AVX-512 one the rebuilt model's GEMMs can take
+        # another kernel for one layer (squeezeformer + mhsa) and differ in the last bit.
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+@pytest.fixture
+def float64():
+    """Run a test in float64. A binarizer turns a 1-ulp difference at its threshold into a
+    full flip, and a padded batch and an utterance alone are computed by GEMMs of other shapes
+    (other summation orders, per machine): in float32 such flips happen, in float64 the
+    differences stay far below any threshold gap, so what is tested is the masking itself."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.mark.parametrize("spec", ["w1a1", "w4a8"])
 @pytest.mark.parametrize("name", list_mixers())
-def test_quantized_mixer_padding_invariance(name, spec):
+def test_quantized_mixer_padding_invariance(name, spec, float64):
     mixer = build_mixer(name, d_model=D_MODEL, nhead=NHEAD, **MIXER_OPTIONS.get(name, {}))
     mixer = quantize_model(mixer, spec)
     clean, _ = padded_batch(scale=0.0)
@@ -268,7 +282,7 @@ def test_quantized_mixer_padding_invariance(name, spec):
     assert x.grad[mask].abs().max() == 0
 
 
-def test_quantized_conformer_padding_invariance():
+def test_quantized_conformer_padding_invariance(float64):
     source = encoder_source("conformer", ENCODER_CASES[-3][1])
     model = quantize_model(build_encoder(source["name"], **source["options"]), "w1a1").eval()
     clean, _ = padded_batch(scale=0.0)
@@ -281,7 +295,7 @@ def test_quantized_conformer_padding_invariance():
 
 
 @pytest.mark.parametrize("pattern", ["strided", "fixed"])
-def test_quantized_sparse_equals_dense_masked_quantized_attention(pattern):
+def test_quantized_sparse_equals_dense_masked_quantized_attention(pattern, float64):
     from speechbrain_ext.nnet.mixers.sparse import sparse_attention_mask
 
     mixer = build_mixer("sparse", d_model=D_MODEL, nhead=NHEAD, pattern=pattern, stride=4)
