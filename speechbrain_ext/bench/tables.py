@@ -103,27 +103,37 @@ def ratio_table(
     ratio to every reference series at the same ``x`` (``×r1 / ×r2``). Rows whose ``status`` is
     not ``"ok"`` show the status instead.
     """
+    cell = {(r[series], r[x]): r for r in rows}
+
+    def text(row: dict, at) -> str:
+        shown = f"{_fmt(row[value] * scale)} {unit}".strip()
+        ratios = []
+        for ref in refs:
+            base = cell.get((ref, at))
+            ok = base is not None and base.get("status", "ok") == "ok" and base[value] > 0
+            ratios.append(f"×{row[value] / base[value]:.2f}" if ok else "×–")
+        return f"{shown} ({' / '.join(ratios)})" if ratios else shown
+
+    return _grid_table(rows, series=series, x=x, text=text)
+
+
+def _grid_table(rows: Sequence[dict], *, series: str, x: str, text) -> str:
+    """Markdown table, a row per ``series`` and a column per ``x``: ``text(row, x)`` in each
+    cell of a run that is ``ok``, its status where it did not run, empty where it is missing.
+    """
     xs = sorted({r[x] for r in rows})
-    names = list(dict.fromkeys(r[series] for r in rows))
     cell = {(r[series], r[x]): r for r in rows}
     lines = []
-    for name in names:
+    for name in dict.fromkeys(r[series] for r in rows):
         cells = [name]
         for at in xs:
             row = cell.get((name, at))
             if row is None:
                 cells.append("")
-                continue
-            if row.get("status", "ok") != "ok":
+            elif row.get("status", "ok") != "ok":
                 cells.append(row["status"])
-                continue
-            text = f"{_fmt(row[value] * scale)} {unit}".strip()
-            ratios = []
-            for ref in refs:
-                base = cell.get((ref, at))
-                ok = base is not None and base.get("status", "ok") == "ok" and base[value] > 0
-                ratios.append(f"×{row[value] / base[value]:.2f}" if ok else "×–")
-            cells.append(f"{text} ({' / '.join(ratios)})" if ratios else text)
+            else:
+                cells.append(text(row, at))
         lines.append(cells)
     return markdown_table([series] + [str(v) for v in xs], lines)
 
@@ -133,28 +143,15 @@ def throughput_table(rows: Sequence[dict], *, series: str, x: str) -> str:
     matmul peak (columns ``gflop``, ``gflops_per_s``, ``pct_of_peak``), per ``series`` and ``x``;
     ``–`` where a row has no FLOP count, its status where it did not run.
     """
-    xs = sorted({r[x] for r in rows})
-    names = list(dict.fromkeys(r[series] for r in rows))
-    cell = {(r[series], r[x]): r for r in rows}
-    lines = []
-    for name in names:
-        cells = [name]
-        for at in xs:
-            row = cell.get((name, at))
-            if row is None:
-                cells.append("")
-            elif row.get("status", "ok") != "ok":
-                cells.append(row["status"])
-            elif row.get("gflops_per_s", "") in ("", None):
-                cells.append("–")
-            else:
-                pct = row.get("pct_of_peak", "")
-                pct = f" ({pct:.3g} %)" if pct not in ("", None) else ""
-                cells.append(
-                    f"{_fmt(row['gflop'])} GFLOP, {_fmt(row['gflops_per_s'])} GFLOP/s{pct}"
-                )
-        lines.append(cells)
-    return markdown_table([series] + [str(v) for v in xs], lines)
+
+    def text(row: dict, at) -> str:
+        if row.get("gflops_per_s", "") in ("", None):
+            return "–"
+        pct = row.get("pct_of_peak", "")
+        pct = f" ({pct:.3g} %)" if pct not in ("", None) else ""
+        return f"{_fmt(row['gflop'])} GFLOP, {_fmt(row['gflops_per_s'])} GFLOP/s{pct}"
+
+    return _grid_table(rows, series=series, x=x, text=text)
 
 
 def throughput_note(peak: dict, *, passes: str) -> str:
