@@ -27,7 +27,7 @@ test: lint
 	$(PY) -m pytest -q
 
 # The main job: BEST-RQ with Fastformer, CPU-sized (recipes/BEST-RQ/hparams/cpu.yaml), on the
-# built-in corpus (generated on first use); about 4 minutes on 2 cores.
+# built-in corpus (generated on first use); 4-8 minutes on 2 cores.
 DEMO_OUTPUT ?= results/cpu_fastformer
 
 demo: $(STAMP)

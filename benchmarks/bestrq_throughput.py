@@ -12,6 +12,12 @@ machine, one run:
   and BEST-RQ mask), wired as in its BEST-RQ recipe's ``compute_forward``;
 - ``ours_mhsa`` and ``ours_fastformer``: ``build_bestrq_model("bestrq_base_<mixer>")``.
 
+``--variants`` adds rows of our models trained as the recipes' opt-in keys train them:
+``compile`` (``--compile``: ``torch.compile`` of the encoder, :mod:`speechbrain_ext.ssl.compile`;
+compilation happens in the warm-up steps, whose total is reported), ``fused``
+(``optimizer_fused``: one fused AdamW kernel) and ``compile+fused``. SpeechBrain's model always
+runs as its recipe runs it (eager, the default AdamW).
+
 Each model runs in a fresh subprocess, so its peak memory is its own: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the process' peak resident memory
 minus its resident memory once the libraries are imported.
@@ -23,6 +29,7 @@ Usage::
 
     python benchmarks/bestrq_throughput.py                       # study base sizes
     python benchmarks/bestrq_throughput.py --device cuda --precision bf16 --batch-size 8
+    python benchmarks/bestrq_throughput.py --variants eager compile fused compile+fused
     python benchmarks/bestrq_throughput.py --quick               # a seconds-long smoke run
 """
 
@@ -38,6 +45,7 @@ import time
 from pathlib import Path
 
 MODELS = ("speechbrain_mhsa", "ours_mhsa", "ours_fastformer")
+VARIANTS = ("eager", "compile", "fused", "compile+fused")
 QUICK = {"num_layers": 1, "nhead": 2, "d_ffn": 64, "codebook_size": 64, "d_model": 32}
 STUDY = {"num_layers": 12, "nhead": 8, "d_ffn": 2048, "codebook_size": 8192}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -139,7 +147,14 @@ def run_worker(config: dict) -> dict:
     device = torch.device(config["device"])
     rss_before_mb = _current_rss_mb()  # imports done, nothing built yet
     model = build_model(config["model"], config["sizes"]).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    variant = config.get("variant", "eager")
+    compiled = False
+    if "compile" in variant:
+        from speechbrain_ext.ssl.compile import compile_encoder, is_compiled
+
+        compile_encoder(model)
+    fused = {"fused": True} if "fused" in variant else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused)
     generator = torch.Generator().manual_seed(0)
     samples = int(config["seconds"] * 16000)
     wavs = (0.1 * torch.randn(config["batch_size"], samples, generator=generator)).to(device)
@@ -159,9 +174,13 @@ def run_worker(config: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    start = time.perf_counter()
     for _ in range(config["warmup"]):
         step()
     sync()
+    warmup_s = time.perf_counter() - start
+    if "compile" in variant:
+        compiled = is_compiled(model)  # False: it fell back to eager (logged), the row says so
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -177,7 +196,9 @@ def run_worker(config: dict) -> dict:
         peak_mb = peak_rss_mb - rss_before_mb  # the model's and its training's share
     median = statistics.median(times)
     return {
-        "model": config["model"],
+        "model": config["model"] if variant == "eager" else f"{config['model']}+{variant}",
+        "compiled": compiled,
+        "warmup_s": warmup_s,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "step_s": median,
         "audio_s_per_s": config["batch_size"] * config["seconds"] / median,
@@ -185,10 +206,11 @@ def run_worker(config: dict) -> dict:
     }
 
 
-def measure(name: str, args) -> dict:
-    """Run :func:`run_worker` for ``name`` in a fresh subprocess."""
+def measure(name: str, args, variant: str = "eager") -> dict:
+    """Run :func:`run_worker` for ``name`` (and ``variant``) in a fresh subprocess."""
     config = {
         "model": name,
+        "variant": variant,
         "device": args.device,
         "precision": args.precision,
         "batch_size": args.batch_size,
@@ -206,12 +228,14 @@ def measure(name: str, args) -> dict:
         env=env,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{name} ({variant}) failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def write_results(rows: list[dict], args) -> tuple[Path, Path]:
     """CSV and Markdown (with ratios against SpeechBrain's model) in ``args.out``."""
+    from speechbrain_ext.bench.tables import machine_info
+
     base = next(r for r in rows if r["model"] == "speechbrain_mhsa")
     for row in rows:
         row["speedup_vs_speechbrain"] = row["audio_s_per_s"] / base["audio_s_per_s"]
@@ -239,15 +263,23 @@ def write_results(rows: list[dict], args) -> tuple[Path, Path]:
         f"{sizes['codebook_size']} codewords, d_model "
         f"{sizes['d_model'] or 'per mixer (Study B)'}. Memory: {memory}.",
         "",
+        f"Machine: {machine_info(args.device)}.",
+        "",
+        "`+compile`: the encoder under `torch.compile` (warm-up = compilation + the warm-up "
+        "steps); `+fused`: fused AdamW. A `+compile` row whose compilation fell back to eager "
+        "says `eager` under compiled.",
+        "",
         "| model | params (M) | step (s) | audio s / s | peak memory (MB) "
-        "| speed vs SpeechBrain | memory vs SpeechBrain |",
-        "|---|---|---|---|---|---|---|",
+        "| speed vs SpeechBrain | memory vs SpeechBrain | warm-up (s) | compiled |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        compiled = "yes" if r["compiled"] else ("eager" if "compile" in r["model"] else "–")
         lines.append(
             f"| {r['model']} | {r['params_m']:.1f} | {r['step_s']:.3f} | "
             f"{r['audio_s_per_s']:.1f} | {r['peak_mb']:.0f} | "
-            f"{r['speedup_vs_speechbrain']:.2f}x | {r['memory_vs_speechbrain']:.2f}x |"
+            f"{r['speedup_vs_speechbrain']:.2f}x | {r['memory_vs_speechbrain']:.2f}x | "
+            f"{r['warmup_s']:.1f} | {compiled} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".csv"), stem.with_suffix(".md")
@@ -264,6 +296,10 @@ def parse_args(argv):
     parser.add_argument("--num-layers", type=int, default=STUDY["num_layers"])
     parser.add_argument("--d-model", type=int, default=None, help="default: Study B widths")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=["eager"],
+        help="training variants of our models (SpeechBrain's always runs eager)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds-long run")
     args = parser.parse_args(argv)
@@ -284,10 +320,18 @@ def main(argv):
         return
     args = parse_args(argv)
     rows = []
-    for name in args.models:
-        rows.append(measure(name, args))
+    runs = [
+        (name, variant)
+        for name in args.models
+        for variant in (["eager"] if name == "speechbrain_mhsa" else args.variants)
+    ]
+    for name, variant in runs:
+        rows.append(measure(name, args, variant))
         r = rows[-1]
-        print(f"{name}: {r['audio_s_per_s']:.1f} audio s/s, peak {r['peak_mb']:.0f} MB", flush=True)
+        print(
+            f"{r['model']}: {r['audio_s_per_s']:.1f} audio s/s, peak {r['peak_mb']:.0f} MB",
+            flush=True,
+        )
     csv_path, md_path = write_results(rows, args)
     print(md_path.read_text())
     print(f"wrote {csv_path} and {md_path}")

@@ -299,7 +299,16 @@ def test_throughput_benchmark_quick(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "benchmarks/bestrq_throughput.py", "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "benchmarks/bestrq_throughput.py",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--variants",
+            "eager",
+            "fused",
+        ],  # fmt: skip
         cwd=repo,
         capture_output=True,
         text=True,
@@ -307,11 +316,13 @@ def test_throughput_benchmark_quick(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (tmp_path / "bestrq_throughput_quick.csv").read_text().splitlines()
-    assert rows[0].startswith("model,params_m,step_s,audio_s_per_s,peak_mb")
+    assert rows[0].startswith("model,compiled,warmup_s,params_m,step_s,audio_s_per_s,peak_mb")
     assert [row.split(",")[0] for row in rows[1:]] == [
-        "speechbrain_mhsa",
+        "speechbrain_mhsa",  # always as its recipe runs it
         "ours_mhsa",
+        "ours_mhsa+fused",
         "ours_fastformer",
+        "ours_fastformer+fused",
     ]
-    assert all(float(row.split(",")[3]) > 0 for row in rows[1:])
+    assert all(float(row.split(",")[5]) > 0 for row in rows[1:])
     assert "speed vs SpeechBrain" in (tmp_path / "bestrq_throughput_quick.md").read_text()

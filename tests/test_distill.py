@@ -225,3 +225,15 @@ def test_two_stage_chain_runs_and_a_rerun_skips_finished_stages(data_args, fp32_
     assert f"distilling {stage1} into a w1a1 student" in output
     assert (stage1 / "train_log.txt").read_text() == stage1_log  # not retrained
     assert [step for step, _ in logged_steps(stage2)] == [1, 2]
+
+
+def test_quantize_keep_leaves_the_front_end_fp32_in_every_stage(data_args, fp32_folder, tmp_path):
+    args = [*data_args, *TINY, "--quantize_chain=[w1a1]", f"--teacher={fp32_folder}"]
+    args.append("--quantize_keep=[encoder.front_end]")
+    recipe_runs.run_recipe(RECIPE, "bestrq_fastformer.yaml", tmp_path, *args)
+    stage = tmp_path / "stage1_w1a1"  # the folder keeps the bare spec's name
+    spec = "w1a1,keep=encoder.front_end"
+    assert json.loads((stage / "quantization.json").read_text()) == {"spec": spec}
+    encoder = load_ssl_encoder(stage)
+    assert not is_quantized(encoder.front_end)
+    assert is_quantized(encoder.encoder)

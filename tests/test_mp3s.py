@@ -18,7 +18,7 @@ from speechbrain.dataio.dataio import read_audio
 from torch import nn
 
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.downstream.baselines import FbankEncoder
+from speechbrain_ext.downstream.baselines import FbankEncoder, load_mp3s_encoder
 from speechbrain_ext.downstream.cache import CacheStats, LayerFeatureCache, encoder_checksum
 from speechbrain_ext.downstream.featurizer import SSLFeaturizer, WeightedLayerSum
 from speechbrain_ext.downstream.folds import resolve_folds, write_fold_manifests
@@ -188,6 +188,23 @@ def test_fbank_encoder_normalises_valid_frames_only():
     assert valid.mean().abs() < 1e-4
     assert (valid.std(dim=0) - 1).abs().max() < 0.05
     assert torch.all(feats[1, 26:] == 0)
+
+
+def test_fbank_encoder_stacks_frames_and_the_mp3s_baseline_runs_at_40_ms():
+    wavs = torch.randn(2, 8000)
+    wavs[1, 4000:] = 0.0
+    lens = torch.tensor([1.0, 0.5])
+    (plain,) = FbankEncoder()(wavs, lens)  # (2, 51, 80)
+    (stacked,) = FbankEncoder(stack=4)(wavs, lens)
+    assert stacked.shape == (2, 13, 320)  # ceil(51 / 4) frames of 4 · 80
+    padded = torch.cat([plain, plain.new_zeros(2, 1, 80)], dim=1)  # 52 frames
+    assert torch.equal(stacked, padded.reshape(2, 13, 320))
+    assert torch.all(stacked[1, 7:] == 0)  # frames 28.. of the half-length row are padding
+    baseline = load_mp3s_encoder("fbank", fbank_stack=4)
+    assert (baseline.stack, baseline.hidden_size, baseline.downsample_rate) == (4, 320, 640)
+    assert load_mp3s_encoder("fbank").stack == 1  # SUPERB's FBANK: 10 ms
+    with pytest.raises(ValueError, match="stack must be a positive int"):
+        FbankEncoder(stack=0)
 
 
 # -------------------------------------------------------------------------------- cache

@@ -2,7 +2,10 @@
 
 - :class:`FbankEncoder`: SpeechBrain log-mel filterbanks (no learning) behind the interface of
   ``load_ssl_encoder``'s module, so every probe can be trained on plain features.
-- :func:`load_mp3s_encoder`: ``"fbank"`` or a model folder / checkpoint; with
+- :func:`load_mp3s_encoder`: ``"fbank"`` (``fbank_stack`` consecutive 10 ms frames in one: the
+  MP3S yamls stack 4, a 40 ms frame at the encoders' own rate, so that a probe sees sequences
+  as long as an encoder gives it; SUPERB keeps its 10 ms FBANK) or a model folder / checkpoint;
+  with
   ``pretrained=False`` the same configuration with random weights (the "random encoder"
   baseline).
 
@@ -15,6 +18,11 @@ Example
 (1, torch.Size([2, 101, 80]))
 >>> encoder.num_layers, encoder.hidden_size, encoder.downsample_rate
 (1, 80, 160)
+>>> stacked = FbankEncoder(stack=4)
+>>> stacked(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))[0].shape  # ceil(101 / 4) frames
+torch.Size([2, 26, 320])
+>>> stacked.hidden_size, stacked.downsample_rate
+(320, 640)
 """
 
 import torch
@@ -29,6 +37,11 @@ FBANK = "fbank"
 class FbankEncoder(nn.Module):
     """Log-mel filterbank features as a one-layer "encoder" (10 ms hop, 25 ms window).
 
+    With ``stack = k`` every ``k`` consecutive (normalised) frames are concatenated into one
+    frame of ``k · n_mels`` channels at ``k`` times the hop, as the ``stack`` front end of the
+    BEST-RQ encoders does: the same information at the encoders' frame rate. The last frame is
+    completed with zeros; padded frames stay zero.
+
     Arguments
     ---------
     n_mels : int
@@ -40,6 +53,8 @@ class FbankEncoder(nn.Module):
     normalize : bool
         Mean and variance normalisation per utterance and channel over the valid frames
         (padding does not change the statistics).
+    stack : int
+        Consecutive frames concatenated into one (1: none).
     """
 
     def __init__(
@@ -49,22 +64,27 @@ class FbankEncoder(nn.Module):
         sample_rate: int = 16000,
         hop_length: int = 10,
         normalize: bool = True,
+        stack: int = 1,
     ):
         super().__init__()
+        if not isinstance(stack, int) or stack < 1:
+            raise ValueError(f"FbankEncoder: stack must be a positive int, got {stack!r}")
         self.fbank = Fbank(n_mels=n_mels, sample_rate=sample_rate, hop_length=hop_length)
         self.n_mels = n_mels
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.normalize = normalize
+        self.stack = stack
         self.num_layers = 1
-        self.hidden_size = n_mels
-        self.downsample_rate = sample_rate * hop_length // 1000
+        self.hidden_size = n_mels * stack
+        self.downsample_rate = sample_rate * hop_length // 1000 * stack
 
     def extra_repr(self) -> str:
         """The configuration, part of ``repr`` (and so of the feature-cache checksum)."""
         return (
             f"n_mels={self.n_mels}, sample_rate={self.sample_rate}, "
             f"hop_length={self.hop_length}, normalize={self.normalize}"
+            + (f", stack={self.stack}" if self.stack > 1 else "")  # stack 1: the old checksum
         )
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> list:
@@ -94,10 +114,16 @@ class FbankEncoder(nn.Module):
             mean = (feats * valid).sum(dim=1, keepdim=True) / count
             var = (((feats - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
             feats = (feats - mean) / torch.sqrt(var + 1e-5) * valid
+        if self.stack > 1:
+            batch, frames, n_mels = feats.shape
+            feats = nn.functional.pad(feats, (0, 0, 0, -frames % self.stack))
+            feats = feats.reshape(batch, -1, self.stack * n_mels)
         return [feats]
 
 
-def load_mp3s_encoder(spec, *, pretrained: bool = True, seed: int = 1234) -> nn.Module:
+def load_mp3s_encoder(
+    spec, *, pretrained: bool = True, seed: int = 1234, fbank_stack: int = 1
+) -> nn.Module:
     """The encoder to probe, from a yaml/CLI value.
 
     Arguments
@@ -111,11 +137,15 @@ def load_mp3s_encoder(spec, *, pretrained: bool = True, seed: int = 1234) -> nn.
     seed : int
         Seed of the random initialisation when ``pretrained=False``, so that the random
         baseline (and its feature cache) is the same on every run.
+    fbank_stack : int
+        ``stack`` of the :class:`FbankEncoder` for ``"fbank"`` (the yamls' ``fbank_stack``).
 
     Example
     -------
     >>> load_mp3s_encoder("fbank").hidden_size
     80
+    >>> load_mp3s_encoder("fbank", fbank_stack=4).hidden_size  # 4 frames of 80 mels
+    320
     >>> load_mp3s_encoder("")
     Traceback (most recent call last):
     ...
@@ -124,7 +154,7 @@ def load_mp3s_encoder(spec, *, pretrained: bool = True, seed: int = 1234) -> nn.
     if spec is None or str(spec).strip() == "":
         raise ValueError("encoder: give 'fbank' or the path of a trained model")
     if str(spec) == FBANK:
-        return FbankEncoder()
+        return FbankEncoder(stack=fbank_stack)
     from speechbrain_ext import load_ssl_encoder
 
     if pretrained:

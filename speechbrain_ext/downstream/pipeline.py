@@ -82,7 +82,10 @@ def task_split_manifests(hparams: dict, task: Task, **options) -> dict[str, Path
 def build_featurizer(hparams: dict) -> SSLFeaturizer:
     """The encoder named by ``encoder``/``pretrained`` behind a learned layer weighting."""
     encoder = load_mp3s_encoder(
-        hparams["encoder"], pretrained=hparams["pretrained"], seed=hparams["seed"]
+        hparams["encoder"],
+        pretrained=hparams["pretrained"],
+        seed=hparams["seed"],
+        fbank_stack=hparams.get("fbank_stack", 1),  # MP3S: 4 (40 ms); SUPERB's FBANK: 1
     )
     return SSLFeaturizer(
         encoder=encoder, freeze=hparams["freeze_encoder"], normalize=hparams["layer_norm"]

@@ -4,7 +4,9 @@ A recipe reads ``quantize`` (one spec), ``quantize_chain`` (a list of specs), ``
 output folder that teaches the first stage) and the ``distill_*`` weights (see
 :class:`~speechbrain_ext.quant.distill.DistillationModel`). :func:`quantization_stages` lists the
 stages and their folders: ``quantize`` trains in the output folder itself, ``quantize_chain``
-stage k in ``<output_folder>/stage<k>_<spec>``. :func:`run_stages` trains them in order, each
+stage k in ``<output_folder>/stage<k>_<spec>``; ``quantize_keep`` (module patterns, optional) leaves
+the same modules FP32 in every stage (``keep=`` of each spec; the folders keep the bare name).
+:func:`run_stages` trains them in order, each
 student initialised and taught by the previous stage's model (the first by ``teacher``); a stage
 whose folder has a ``results.json`` is finished and skipped, so rerunning a killed chain resumes
 (inside a stage, from its last checkpoint, as any run).
@@ -16,6 +18,9 @@ Example
 [('w1a2', 'out/stage1_w1a2'), ('w1a1', 'out/stage2_w1a1')]
 >>> stage_folder_name(1, "w1a1,keep=encoder.front_end|head")
 'stage1_w1a1-keep-encoder.front_end-head'
+>>> hparams["quantize_keep"] = ["encoder.front_end", "head"]
+>>> [(spec, str(folder)) for spec, folder in quantization_stages(hparams)][1]
+('w1a1,keep=encoder.front_end|head', 'out/stage2_w1a1')
 """
 
 import json
@@ -42,14 +47,28 @@ def quantization_stages(hparams) -> list[tuple[str, Path]]:
     if quantize is not None and chain:
         raise ValueError("set quantize (one student) or quantize_chain (stages), not both")
     output_folder = Path(hparams["output_folder"])
+    keep = hparams.get("quantize_keep") or []
+    if isinstance(keep, str):
+        keep = keep.split("|")
+
+    def with_keep(spec) -> str:
+        spec = str(spec)
+        if not keep:
+            return spec
+        if "keep=" in spec:
+            raise ValueError(
+                f"quantization spec {spec!r} has keep= and quantize_keep is set too: use one"
+            )
+        return f"{spec},keep={'|'.join(map(str, keep))}"
+
     if chain:
         if isinstance(chain, str):
             raise ValueError(f"quantize_chain must be a list of specs, got {chain!r}")
         return [
-            (str(spec), output_folder / stage_folder_name(k, spec))
+            (with_keep(spec), output_folder / stage_folder_name(k, spec))
             for k, spec in enumerate(chain, start=1)
         ]
-    return [] if quantize is None else [(str(quantize), output_folder)]
+    return [] if quantize is None else [(with_keep(quantize), output_folder)]
 
 
 def distillation_options(hparams) -> dict:
@@ -119,7 +138,7 @@ def run_stages(
 
 
 def stages_markdown(all_results: dict, *, teacher_results: dict | None = None) -> str:
-    """One table: masked-prediction accuracy of the teacher and every stage, with baselines.
+    r"""One table: masked-prediction accuracy of the teacher and every stage, with baselines.
 
     Example
     -------
@@ -128,13 +147,18 @@ def stages_markdown(all_results: dict, *, teacher_results: dict | None = None) -
     | model | trained (%) | most frequent class (%) | random init (%) |
     |---|---|---|---|
     | stage1_w1a1 (w1a1) | 50.00 | 10.00 | 5.00 |
+    >>> table = stages_markdown({"stage1_w1a1": {"accuracy": acc, "quantization": "w1a1,keep=a|b"}})
+    >>> print(table.splitlines()[-1])  # the spec's | escaped: one cell
+    | stage1_w1a1 (w1a1,keep=a\|b) | 50.00 | 10.00 | 5.00 |
     """
     lines = [
         "| model | trained (%) | most frequent class (%) | random init (%) |",
         "|---|---|---|---|",
     ]
     rows = [("teacher (fp32)", teacher_results)] if teacher_results else []
-    rows += [(f"{name} ({r.get('quantization')})", r) for name, r in all_results.items()]
+    for name, results in all_results.items():
+        spec = str(results.get("quantization")).replace("|", r"\|")  # keep=a|b: one cell
+        rows.append((f"{name} ({spec})", results))
     for name, results in rows:
         accuracy = results["accuracy"]
         lines.append(
