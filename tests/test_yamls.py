@@ -109,9 +109,10 @@ def test_variants_are_small_and_do_not_repeat_their_base(yaml):
     lines = [line for line in yaml.read_text().splitlines() if not line.startswith("#")]
     assert len(lines) <= 20, f"{yaml.name}: {len(lines)} lines"
     assert not any("!" in line.split("#")[0] for line in lines), "a variant is plain YAML"
-    # A system variant (not a CPU job: cpu.yaml, cpu_chain.yaml) sets at most a handful of keys.
+    # A system variant (not a CPU job: cpu.yaml, cpu_chain.yaml) sets at most a handful of keys
+    # (a SUPERB task on an MP3S yaml: base, fbank_stack, task, suite and one of its own).
     if not yaml.name.startswith("cpu"):
-        assert len(lines) <= 4, lines
+        assert len(lines) <= 5, lines
 
 
 def test_every_recipe_has_a_base_and_variants_on_it():
