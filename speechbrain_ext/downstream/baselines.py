@@ -30,6 +30,7 @@ from speechbrain.lobes.features import Fbank
 from torch import nn
 
 from speechbrain_ext.nnet.masking import wav_lens_to_padding_mask
+from speechbrain_ext.ssl.bestrq import stack_frames
 
 FBANK = "fbank"
 
@@ -115,9 +116,7 @@ class FbankEncoder(nn.Module):
             var = (((feats - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
             feats = (feats - mean) / torch.sqrt(var + 1e-5) * valid
         if self.stack > 1:
-            batch, frames, n_mels = feats.shape
-            feats = nn.functional.pad(feats, (0, 0, 0, -frames % self.stack))
-            feats = feats.reshape(batch, -1, self.stack * n_mels)
+            feats = stack_frames(feats, self.stack)
         return [feats]
 
 

@@ -23,6 +23,7 @@ Example
 ('w1a1,keep=encoder.front_end|head', 'out/stage2_w1a1')
 """
 
+import dataclasses
 import json
 import logging
 import re
@@ -32,6 +33,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_ext.quant.distill import DistillationModel, make_student
+from speechbrain_ext.quant.spec import parse_spec
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +54,14 @@ def quantization_stages(hparams) -> list[tuple[str, Path]]:
         keep = keep.split("|")
 
     def with_keep(spec) -> str:
-        spec = str(spec)
         if not keep:
-            return spec
-        if "keep=" in spec:
+            return str(spec)
+        parsed = parse_spec(spec)
+        if parsed.keep:
             raise ValueError(
                 f"quantization spec {spec!r} has keep= and quantize_keep is set too: use one"
             )
-        return f"{spec},keep={'|'.join(map(str, keep))}"
+        return dataclasses.replace(parsed, keep=tuple(map(str, keep))).label
 
     if chain:
         if isinstance(chain, str):
