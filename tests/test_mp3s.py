@@ -235,6 +235,25 @@ def test_cache_hits_misses_and_encoder_identity(tiny_manifests, tmp_path):
         other_cache.load(rows[0]["ID"], rows[0]["wav"])
 
 
+def test_cache_keeps_what_it_read_in_memory_within_its_budget(tmp_path):
+    cache = LayerFeatureCache(tmp_path, key="k", memory_mb=64 / 2**20)  # 64 bytes
+    cache.save("a", "a.wav", torch.ones(4, 2, 4))  # 32 float16 values: 64 bytes
+    cache.save("b", "b.wav", torch.ones(1, 1, 1))
+    first = cache.load("a", "a.wav")
+    first.zero_()  # the caller's tensor is its own
+    cache.load("b", "b.wav")  # over the budget: not kept
+    assert cache.memory_used_bytes == 64
+    cache.path("a", "a.wav").unlink()
+    cache.path("b", "b.wav").unlink()
+    assert cache.load("a", "a.wav").sum() == 32  # from memory
+    with pytest.raises(KeyError, match="not in the feature cache"):
+        cache.load("b", "b.wav")
+    cache.save("a", "a.wav", torch.full((1, 1, 1), 3.0))  # rewritten: read again
+    assert cache.load("a", "a.wav").tolist() == [[[3.0]]] and cache.memory_used_bytes == 2
+    with pytest.raises(ValueError, match="memory_mb"):
+        LayerFeatureCache(tmp_path, key="k", memory_mb=-1)
+
+
 # ------------------------------------------------------------------------------- probes
 
 

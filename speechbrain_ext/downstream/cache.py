@@ -7,6 +7,11 @@ random encoder never reads another one's features; the audio key (a hash of the 
 path) keeps two corpora whose utterance ids coincide (the built-in LibriSpeech stand-in uses
 LibriSpeech-style ids) apart.
 
+A probe reads every utterance once per epoch, and unpickling a small file costs more than the
+probe's step (``torch.load`` was half of a linear probe's run), so :meth:`LayerFeatureCache.load`
+keeps what it read in memory, in the storage type, up to ``memory_mb`` per cache; what does
+not fit is read from disk each time.
+
 Example
 -------
 >>> import torch
@@ -94,14 +99,29 @@ class LayerFeatureCache:
         The encoder's identity, normally :func:`encoder_checksum`.
     dtype : torch.dtype
         Storage type; features are returned as float32.
+    memory_mb : float
+        How much of what :meth:`load` read stays in memory (in the storage type) for the next
+        reads; 0 reads every time from disk.
     """
 
-    def __init__(self, folder, *, key: str, dtype: torch.dtype = torch.float16):
+    def __init__(
+        self,
+        folder,
+        *,
+        key: str,
+        dtype: torch.dtype = torch.float16,
+        memory_mb: float = 4096.0,
+    ):
         if not key or "/" in key:
             raise ValueError(f"cache key must be a non-empty name without '/', got {key!r}")
+        if memory_mb < 0:
+            raise ValueError(f"memory_mb must be >= 0, got {memory_mb}")
         self.folder = Path(folder) / key
         self.key = key
         self.dtype = dtype
+        self.memory_bytes = int(memory_mb * 2**20)
+        self._memory: dict[Path, torch.Tensor] = {}
+        self._memory_used = 0
 
     def path(self, utt_id: str, wav: str) -> Path:
         """The file of one utterance (the id is URL-quoted, so any id is a valid name)."""
@@ -113,17 +133,42 @@ class LayerFeatureCache:
         return self.path(utt_id, wav).is_file()
 
     def load(self, utt_id: str, wav: str) -> torch.Tensor:
-        """Cached layers of ``utt_id``, (frames, layers, hidden_size) float32."""
+        """Cached layers of ``utt_id``, (frames, layers, hidden_size) float32 (a new tensor on
+        every call, so a caller may change it in place).
+
+        Example
+        -------
+        >>> cache = LayerFeatureCache(getfixture("tmp_path"), key="k")
+        >>> cache.save("u", "a.wav", torch.ones(2, 1, 3))
+        >>> first = cache.load("u", "a.wav"); first += 1
+        >>> cache.load("u", "a.wav").sum().item(), cache.memory_used_bytes  # 6 float16 values
+        (6.0, 12)
+        """
         path = self.path(utt_id, wav)
+        stored = self._memory.get(path)
+        if stored is None:
+            stored = self._read(utt_id, path)
+            size = stored.numel() * stored.element_size()
+            if self._memory_used + size <= self.memory_bytes:
+                self._memory[path] = stored
+                self._memory_used += size
+        return stored.float() if stored.dtype != torch.float32 else stored.clone()
+
+    @property
+    def memory_used_bytes(self) -> int:
+        """Bytes of features :meth:`load` keeps in memory."""
+        return self._memory_used
+
+    def _read(self, utt_id: str, path: Path) -> torch.Tensor:
         if not path.is_file():
             raise KeyError(f"utterance {utt_id!r} is not in the feature cache {self.folder}")
-        layers = torch.load(path, map_location="cpu", weights_only=True).float()
-        if not bool(torch.isfinite(layers).all()):
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if not bool(torch.isfinite(stored).all()):
             raise NonFiniteFeaturesError(
                 f"cached features {path} hold NaN or inf (written by an older version?): "
                 f"delete {self.folder} and rerun"
             )
-        return layers
+        return stored
 
     def save(self, utt_id: str, wav: str, layers: torch.Tensor) -> None:
         """Store (frames, layers, hidden_size) features of one utterance (atomically).
@@ -149,6 +194,9 @@ class LayerFeatureCache:
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         torch.save(stored, tmp)
         os.replace(tmp, path)
+        old = self._memory.pop(path, None)  # a rewritten file is read again
+        if old is not None:
+            self._memory_used -= old.numel() * old.element_size()
 
     def write_info(self, info: dict) -> None:
         """Record what the cache holds (encoder class, sizes) in ``info.json``."""

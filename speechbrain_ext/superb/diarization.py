@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from speechbrain_ext.nnet.rnn import lstm_valid_frames
+
 
 class DiarizationHead(nn.Module):
     """Frames → per-speaker activity logits (an LSTM and a linear layer).
@@ -73,20 +75,16 @@ class DiarizationHead(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, frames, input_size) → (batch, frames, num_speakers) logits.
 
-        ``lengths`` (batch,) valid frames: padded frames never reach valid ones (packed LSTM)
-        and their logits are 0.
+        ``lengths`` (batch,) valid frames: padded frames never reach valid ones (the LSTM runs
+        as if packed, :func:`~speechbrain_ext.nnet.rnn.lstm_valid_frames`) and their logits
+        are 0.
         """
         x = x.float()
-        frames = x.shape[1]
         if self.rnn is not None:
             if lengths is None:
                 x, _ = self.rnn(x)
-            else:
-                packed = nn.utils.rnn.pack_padded_sequence(
-                    x, lengths.cpu(), batch_first=True, enforce_sorted=False
-                )
-                x, _ = self.rnn(packed)
-                x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=frames)
+            else:  # as if packed, without packing's slow CPU path
+                x = lstm_valid_frames(self.rnn, x, lengths)
         logits = self.linear(x)
         if lengths is not None:
             logits = logits.masked_fill(~_frame_mask(lengths, logits.shape[1])[..., None], 0.0)

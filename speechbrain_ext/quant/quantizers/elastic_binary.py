@@ -37,7 +37,7 @@ class _ElasticBinaryFn(torch.autograd.Function):
     def forward(ctx, shifted, alpha, unsigned: bool):
         u = shifted / alpha
         if unsigned:
-            q = torch.clamp(torch.round(u), 0, 1)
+            q = torch.round(u).clamp_(0, 1)
         else:
             q = torch.where(u >= 0, 1.0, -1.0).to(u.dtype)
         ctx.save_for_backward(u, q)
@@ -49,14 +49,13 @@ class _ElasticBinaryFn(torch.autograd.Function):
         u, q = ctx.saved_tensors
         scale = lsq_grad_scale(u.numel(), 1)
         if ctx.unsigned:
-            inside = (u >= 0) & (u <= 1)
-            d_alpha = torch.where(inside, q - u, (u > 1).to(u.dtype))
+            outside = (u < 0) | (u > 1)
+            d_alpha = q - u.masked_fill(outside, 0.0)  # q − u inside; below q = 0, above q = 1
         else:
-            inside = u.abs() <= 1
+            outside = u.abs() > 1
             d_alpha = q
-        grad_x = grad * inside.to(grad.dtype)
-        grad_alpha = (d_alpha * grad).sum() * scale
-        return grad_x, grad_alpha.reshape(()), None
+        grad_alpha = torch.dot(d_alpha.reshape(-1), grad.reshape(-1).to(d_alpha.dtype)) * scale
+        return grad.masked_fill(outside, 0.0), grad_alpha.reshape(()), None
 
 
 @QUANTIZERS.register("elastic_binary")

@@ -25,7 +25,7 @@ class _ElasticUniformFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, shifted, alpha, qn: int, qp: int):
         u = shifted / alpha
-        q = torch.clamp(torch.round(u), qn, qp)
+        q = torch.round(u).clamp_(qn, qp)
         ctx.save_for_backward(u, q)
         ctx.levels = (qn, qp)
         return alpha * q
@@ -34,11 +34,11 @@ class _ElasticUniformFn(torch.autograd.Function):
     def backward(ctx, grad):
         u, q = ctx.saved_tensors
         qn, qp = ctx.levels
-        below, above = u < qn, u > qp
-        inside = ~(below | above)
-        d_alpha = torch.where(inside, q - u, torch.where(below, float(qn), float(qp)))
-        grad_alpha = (d_alpha * grad).sum() * lsq_grad_scale(u.numel(), qp)
-        return grad * inside.to(grad.dtype), grad_alpha.reshape(()), None, None
+        outside = (u < qn) | (u > qp)
+        d_alpha = q - u.masked_fill(outside, 0.0)  # round(u) − u inside; Qn below, Qp above
+        grad_alpha = torch.dot(d_alpha.reshape(-1), grad.reshape(-1).to(d_alpha.dtype))
+        grad_alpha = grad_alpha * lsq_grad_scale(u.numel(), qp)
+        return grad.masked_fill(outside, 0.0), grad_alpha.reshape(()), None, None
 
 
 @QUANTIZERS.register("elastic_uniform")
