@@ -81,10 +81,10 @@ class _BiLSTM(nn.Module):
     """SpeechBrain's LSTM, bidirectional; output 2 × hidden.
 
     Its forward is :func:`~speechbrain_ext.nnet.rnn.lstm_valid_frames` instead of SpeechBrain's
-    packed one: the same values on the valid frames (zeros on padded ones), about 3.3 times
-    faster to train on the CPU. Valid frames are ``round(lens × time)``, as for every mask of
-    this package (SpeechBrain's packing truncates, which drops a frame whenever the product
-    falls just below an integer).
+    packed one: the same values on the valid frames (zeros on padded ones), 4–5 times faster to
+    train on the CPU at the built-in probes' sizes (``benchmarks/probe_lstm.py``). Valid frames
+    are ``round(lens × time)``, as for every mask of this package (SpeechBrain's packing
+    truncates, which drops a frame whenever the product falls just below an integer).
 
     Example
     -------

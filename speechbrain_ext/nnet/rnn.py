@@ -1,14 +1,14 @@
 """An ``nn.LSTM`` run on padded batches without packing, exact on the valid frames.
 
-On the CPU, ``nn.LSTM`` on a ``PackedSequence`` takes PyTorch's generic path; on a padded
-tensor it takes oneDNN's fused kernel, which for the probes' sizes (2 × 64 units, batches of 8,
-a few hundred frames) trains about 3.7 times faster (MP3S's LibriSpeech probe spent 80 % of its
-run in the packed LSTM's forward and backward). Padding is what packing is there for: a forward
-direction never sees the padded frames that follow an utterance, but a reverse direction starts
-on them. :func:`lstm_valid_frames` therefore runs each direction of each layer on its own, the
-reverse one on every utterance reversed within its own length (its padding then trails too),
-and reverses the result back: every valid frame gets what the packed LSTM gives it, and padded
-frames are zero, as ``pad_packed_sequence`` leaves them.
+On the CPU, ``nn.LSTM`` on a ``PackedSequence`` takes PyTorch's generic path; on a padded tensor
+it takes oneDNN's fused kernel, which for the probes' sizes (2 × 64 units, batches of 8, a few
+hundred frames) trains 4–5 times faster (``benchmarks/probe_lstm.py``; MP3S's LibriSpeech probe
+spent 80 % of its run in the packed LSTM's forward and backward). Padding is what packing is
+there for: a forward direction never sees the padded frames that follow an utterance, but a
+reverse direction starts on them. :func:`lstm_valid_frames` therefore runs each direction of
+each layer on its own, the reverse one on every utterance reversed within its own length (its
+padding then trails too), and reverses the result back: every valid frame gets what the packed
+LSTM gives it, and padded frames are zero, as ``pad_packed_sequence`` leaves them.
 
 Example
 -------
@@ -40,10 +40,18 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     tensor([[3., 2., 1., 0.],
             [1., 0., 2., 3.]])
     """
-    time = torch.arange(x.shape[1], device=x.device)
-    lengths = lengths.to(x.device).unsqueeze(1)
-    index = torch.where(time < lengths, lengths - 1 - time, time)  # (batch, time)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+    return _gather_frames(x, _reversal_index(lengths, x.shape[1], x.device))
+
+
+def _reversal_index(lengths: torch.Tensor, time: int, device) -> torch.Tensor:
+    """(batch, time) source frame of each frame once reversed within its row's length."""
+    frames = torch.arange(time, device=device)
+    lengths = lengths.to(device).unsqueeze(1)
+    return torch.where(frames < lengths, lengths - 1 - frames, frames)
+
+
+def _gather_frames(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def lstm_valid_frames(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -71,6 +79,7 @@ def lstm_valid_frames(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> t
     weights = rnn._flat_weights  # per layer and direction: w_ih, w_hh[, b_ih, b_hh]
     per = len(weights) // (rnn.num_layers * directions)
     zeros = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+    reverse = _reversal_index(lengths, x.shape[1], x.device) if directions > 1 else None
     out = x
     for layer in range(rnn.num_layers):
         if layer and rnn.dropout and rnn.training:
@@ -79,11 +88,11 @@ def lstm_valid_frames(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> t
         for direction in range(directions):
             start = (layer * directions + direction) * per
             params = weights[start : start + per]
-            inputs = reverse_within_lengths(out, lengths) if direction else out
+            inputs = _gather_frames(out, reverse) if direction else out
             y = torch.lstm(
                 inputs, (zeros, zeros), params, rnn.bias, 1, 0.0, rnn.training, False, True
             )[0]
-            outputs.append(reverse_within_lengths(y, lengths) if direction else y)
+            outputs.append(_gather_frames(y, reverse) if direction else y)
         out = torch.cat(outputs, dim=-1) if directions > 1 else outputs[0]
     padding = lengths_to_padding_mask(lengths.to(x.device), x.shape[1])
     return out.masked_fill(padding.unsqueeze(-1), 0.0)
