@@ -494,12 +494,12 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
         raise RuntimeError("Error building extension 'sbext_selective_scan_cpu': no compiler")
 
     builds = []
-    monkeypatch.setattr(
-        cpu_kernels, "build_selective_scan_cpu", lambda: builds.append(1) or broken_build()
-    )
+    kernel = cpu_kernels.SELECTIVE_SCAN
+    monkeypatch.setattr(kernel, "build", lambda: builds.append(1) or broken_build())
     # Start from "not tried yet"; monkeypatch puts the session's real build result back after.
-    for key, value in (("tried", False), ("module", None), ("error", None), ("enabled", None)):
-        monkeypatch.setitem(cpu_kernels._state, key, value)
+    for key, value in (("tried", False), ("module", None), ("error", None)):
+        monkeypatch.setattr(kernel, key, value)
+    monkeypatch.setitem(cpu_kernels._enabled, "value", None)
     monkeypatch.delenv(cpu_kernels.DISABLE_ENV, raising=False)
     inputs = [t.detach() for t in scan_inputs(2, 30, 6, 4)]
     with warnings.catch_warnings(record=True) as caught:
@@ -521,9 +521,9 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
 
 
 def test_environment_variable_forces_the_fallback(monkeypatch):
-    monkeypatch.setitem(cpu_kernels._state, "enabled", None)
+    monkeypatch.setitem(cpu_kernels._enabled, "value", None)
     monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "1")
-    monkeypatch.setattr(cpu_kernels, "build_selective_scan_cpu", lambda: pytest.fail("built"))
+    monkeypatch.setattr(cpu_kernels.SELECTIVE_SCAN, "build", lambda: pytest.fail("built"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # forcing the fallback is silent
         assert cpu_kernels.selective_scan_cpu_kernel() is None

@@ -627,6 +627,47 @@ def test_runner_checks_the_encoder_before_any_baseline(tiny_manifests, tmp_path,
         assert not work.exists() and not results.exists()  # no baseline ran, no table written
 
 
+def test_a_run_folder_left_by_other_encoder_weights_is_refused(tiny_manifests, tmp_path):
+    from speechbrain_ext.mp3s.runner import Variant, run_one
+
+    model = make_tiny_bestrq(tmp_path / "model")
+    options = dict(
+        work_folder=tmp_path / "work", data_folders={}, manifest_root=tiny_manifests,
+        overrides=["number_of_epochs=1"],
+    )  # fmt: skip
+    variant = Variant("encoder", str(model))
+    first = run_one("mp3s/SLURP", "meanpool_linear", variant, **options)
+    assert not first.failed, first.error
+    folder = tmp_path / "work" / "encoder" / "SLURP" / "meanpool_linear"
+    record = json.loads((folder / "run.json").read_text())
+    assert set(record["encoder"]["sha256"]) == {"config", "weights"} and "manifests" in record
+    again = run_one("mp3s/SLURP", "meanpool_linear", variant, **options)  # same: resumes
+    assert not again.failed and again.value == first.value
+    # The model is retrained under the same path: its probe folder must not be reused.
+    (weights,) = (model / "save").glob("CKPT+*/model.ckpt")
+    state = torch.load(weights, map_location="cpu")
+    name = next(k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point())
+    state[name] = state[name] + 1.0
+    torch.save(state, weights)
+    before = sorted(p.name for p in folder.rglob("*"))
+    stale = run_one("mp3s/SLURP", "meanpool_linear", variant, **options)
+    assert stale.failed and stale.value is None
+    assert "RunFolderMismatchError" in stale.error and "encoder.sha256.weights" in stale.error
+    assert f"delete {folder}" in stale.error
+    assert sorted(p.name for p in folder.rglob("*")) == before  # nothing touched
+    # Other settings in the same folder are refused too (a resumed probe would mix them).
+    options["overrides"] = ["number_of_epochs=2"]
+    state[name] = state[name] - 1.0
+    torch.save(state, weights)
+    other = run_one("mp3s/SLURP", "meanpool_linear", variant, **options)
+    assert other.failed and "hparams.number_of_epochs: 1 there, 2 now" in other.error
+    # A folder holding a run but no record (an earlier version's) cannot be checked.
+    (folder / "run.json").unlink()
+    options["overrides"] = ["number_of_epochs=1"]
+    legacy = run_one("mp3s/SLURP", "meanpool_linear", variant, **options)
+    assert legacy.failed and "no run.json record" in legacy.error
+
+
 def test_a_failed_run_is_reported_as_failed_never_as_a_score(tiny_manifests, tmp_path, monkeypatch):
     from speechbrain_ext.downstream import grid
     from speechbrain_ext.mp3s.runner import RunResult, Variant, run_one, write_tables

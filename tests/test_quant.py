@@ -3,12 +3,17 @@ quantized, trained one step, packed and reloaded exactly; padding invariance; sp
 
 import copy
 import math
+import shutil
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from speechbrain_ext.nnet import cpu_kernels
 from speechbrain_ext.nnet.encoders import build_encoder
 from speechbrain_ext.nnet.masking import lengths_to_padding_mask
 from speechbrain_ext.nnet.mixers import build_mixer, list_mixers
@@ -23,6 +28,7 @@ from speechbrain_ext.quant import (
 from speechbrain_ext.quant.layers import QuantConv1d, QuantLayerMixin, QuantLinear
 from speechbrain_ext.quant.packing import load_packed, pack_codes, pack_model, unpack_codes
 from speechbrain_ext.quant.quantizers import QUANTIZERS
+from speechbrain_ext.quant.quantizers._elastic import ELASTIC_KERNEL
 from speechbrain_ext.quant.quantizers.bwn import BWNWeight
 from speechbrain_ext.quant.quantizers.elastic_binary import ElasticBinary
 from speechbrain_ext.quant.quantizers.elastic_uniform import ElasticUniform
@@ -40,6 +46,27 @@ def fixed(quantizer, *, alpha, beta=0.0, unsigned=None):
         if unsigned is not None:
             quantizer.unsigned.fill_(unsigned)
     return quantizer
+
+
+@pytest.fixture(scope="module")
+def elastic_kernel():
+    """The fused elastic-quantizer kernel (built at most once per session)."""
+    kernel = ELASTIC_KERNEL.get()
+    if kernel is None:
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail(f"a C++ compiler exists but the build failed: {ELASTIC_KERNEL.error}")
+        pytest.skip("no C++ compiler: the fused elastic quantizers are unavailable")
+    return kernel
+
+
+@pytest.fixture(params=["kernel", "pytorch"])
+def elastic_path(request, monkeypatch):
+    """Run a test on the fused CPU kernel, then on the PyTorch ops."""
+    if request.param == "kernel":
+        request.getfixturevalue("elastic_kernel")
+    else:
+        monkeypatch.setitem(cpu_kernels._enabled, "value", False)
+    return request.param
 
 
 # ---------------------------------------------------------------- quantizers by hand
@@ -65,7 +92,7 @@ def test_uniform_weight_forward_gradient_and_codes():
     assert torch.equal(quantizer.decode(codes, scalars), quantizer(w8))
 
 
-def test_elastic_binary_signed_gradients():
+def test_elastic_binary_signed_gradients(elastic_path):
     quantizer = fixed(ElasticBinary(bits=1, value_set="signed"), alpha=2.0, unsigned=False)
     x = torch.tensor([-1.0, 0.5, 5.0, -0.5], requires_grad=True)  # u = [-.5, .25, 2.5, -.25]
     out = quantizer(x)
@@ -77,7 +104,7 @@ def test_elastic_binary_signed_gradients():
     assert quantizer.beta.grad.item() == pytest.approx(-8.0)
 
 
-def test_elastic_binary_unsigned_gradients():
+def test_elastic_binary_unsigned_gradients(elastic_path):
     quantizer = fixed(ElasticBinary(bits=1), alpha=1.0, beta=0.1, unsigned=True)
     x = torch.tensor([0.0, 0.4, 0.7, 1.5], requires_grad=True)  # u = [-.1, .3, .6, 1.4]
     out = quantizer(x)
@@ -89,7 +116,7 @@ def test_elastic_binary_unsigned_gradients():
     assert quantizer.beta.grad.item() == pytest.approx(-2.0)
 
 
-def test_elastic_uniform_gradients():
+def test_elastic_uniform_gradients(elastic_path):
     quantizer = fixed(ElasticUniform(bits=2, value_set="signed"), alpha=1.0, unsigned=False)
     x = torch.tensor([-3.0, -0.4, 0.6, 2.0], requires_grad=True)  # codes -2..1
     out = quantizer(x)
@@ -110,7 +137,7 @@ def test_elastic_uniform_gradients():
         (lambda: ElasticUniform(bits=4), [1.0, 2.0], True, 4 * 1.5 / math.sqrt(15)),
     ],
 )
-def test_alpha_initialised_from_first_batch(make, x, unsigned, alpha):
+def test_alpha_initialised_from_first_batch(make, x, unsigned, alpha, elastic_path):
     quantizer = make()
     quantizer(torch.tensor(x))
     assert bool(quantizer.unsigned) is unsigned
@@ -119,9 +146,96 @@ def test_alpha_initialised_from_first_batch(make, x, unsigned, alpha):
     assert quantizer.alpha.item() == pytest.approx(alpha, rel=1e-6)
 
 
-def test_keep_zeros_leaves_padding_zero():
+def test_keep_zeros_leaves_padding_zero(elastic_path):
     quantizer = fixed(ElasticBinary(bits=1, keep_zeros=True), alpha=1.0, unsigned=False)
     assert quantizer(torch.tensor([0.0, -0.3, 0.2])).tolist() == [0.0, -1.0, 1.0]
+
+
+ELASTIC_CASES = [
+    (ElasticUniform, bits, value_set, keep_zeros)
+    for bits in (2, 4, 8)
+    for value_set in ("signed", "unsigned")
+    for keep_zeros in (False, True)
+] + [(ElasticBinary, 1, value_set, keep) for value_set in ("signed", "unsigned") for keep in (0, 1)]
+
+
+def _quantize_and_backward(quantizer, x, grad):
+    x = x.clone().requires_grad_(True)
+    quantizer.zero_grad()
+    out = quantizer(x)
+    out.backward(grad)
+    return out.detach(), x.grad, quantizer.alpha.grad.clone(), quantizer.beta.grad.clone()
+
+
+@pytest.mark.parametrize(("cls", "bits", "value_set", "keep_zeros"), ELASTIC_CASES)
+@pytest.mark.parametrize("shape", [(3, 7, 40), (2, 150, 160)])  # one thread; over 2^15: threads
+def test_fused_elastic_kernel_equals_pytorch_ops(
+    cls, bits, value_set, keep_zeros, shape, elastic_kernel, monkeypatch
+):
+    quantizer = cls(bits=bits, value_set=value_set, keep_zeros=bool(keep_zeros))
+    generator = torch.Generator().manual_seed(bits + len(value_set) + keep_zeros)
+    x = 2 * torch.randn(shape, generator=generator)
+    x = x.abs() if value_set == "unsigned" else x
+    x[0, :3] = 0.0  # exact zeros (padding)
+    x[1, 0, :4] = torch.tensor([0.5, 1.5, -0.5, 2.5])  # ties of round(u) when α = 1
+    grad = torch.randn(shape, generator=generator)
+    quantizer(x)  # α from this batch, then a shift and a round α so that the ties stay ties
+    with torch.no_grad():
+        quantizer.alpha.fill_(1.0 if bits > 1 else float(quantizer.alpha))
+        quantizer.beta.fill_(0.0 if bits > 1 else 0.1)
+    fused = _quantize_and_backward(quantizer, x, grad)
+    monkeypatch.setitem(cpu_kernels._enabled, "value", False)
+    ops = _quantize_and_backward(quantizer, x, grad)
+    assert torch.equal(fused[0], ops[0]), "outputs differ"
+    assert torch.equal(fused[1], ops[1]), "input gradients differ"
+    torch.testing.assert_close(fused[2], ops[2], rtol=1e-5, atol=1e-6)  # α: the same sum,
+    torch.testing.assert_close(fused[3], ops[3], rtol=1e-5, atol=1e-5)  # in another order
+
+
+def test_fused_elastic_kernel_serves_only_fp32_cpu_inputs(elastic_kernel):
+    quantizer = ElasticUniform(bits=4, value_set="signed")
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    out = quantizer(x)  # float64: the PyTorch ops
+    assert out.dtype == torch.float64 and out.grad_fn.name() != "_FusedElasticFnBackward"
+    assert quantizer(x.float()).grad_fn.name() == "_FusedElasticFnBackward"
+    transposed = torch.randn(8, 5).t()  # not contiguous: copied, same values
+    with torch.no_grad():
+        want = quantizer.reference(transposed, quantizer.alpha.clamp(min=1e-5))
+    assert torch.equal(quantizer(transposed).detach(), want)
+
+
+def test_failed_elastic_kernel_build_falls_back_with_one_warning(monkeypatch):
+    def broken_build():
+        raise RuntimeError("Error building extension 'sbext_elastic_quant_cpu': no compiler")
+
+    builds = []
+    monkeypatch.setattr(ELASTIC_KERNEL, "build", lambda: builds.append(1) or broken_build())
+    for key, value in (("tried", False), ("module", None), ("error", None)):
+        monkeypatch.setattr(ELASTIC_KERNEL, key, value)  # restored to the real build after
+    monkeypatch.setitem(cpu_kernels._enabled, "value", None)
+    monkeypatch.delenv(cpu_kernels.DISABLE_ENV, raising=False)
+    quantizer = fixed(ElasticUniform(bits=2, value_set="signed"), alpha=1.0, unsigned=False)
+    x = torch.tensor([-3.0, -0.4, 0.6, 2.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = quantizer(x), quantizer(x)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "PyTorch ops" in messages[0] and "no compiler" in messages[0]
+    assert builds == [1] and isinstance(ELASTIC_KERNEL.error, RuntimeError)
+    assert first.tolist() == second.tolist() == [-2.0, 0.0, 1.0, 1.0]
+    assert first.grad_fn.name() != "_FusedElasticFnBackward"
+
+
+def test_elastic_kernel_source_ships_with_the_package():
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib needs Python 3.11")
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["speechbrain_ext.quant"]
+    relative = ELASTIC_KERNEL.source.relative_to(root / "speechbrain_ext" / "quant")
+    assert ELASTIC_KERNEL.source.exists() and any(relative.match(p) for p in patterns)
 
 
 def test_registry_lists_quantizers_and_rejects_unknown():

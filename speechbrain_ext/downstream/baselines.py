@@ -25,6 +25,8 @@ torch.Size([2, 26, 320])
 (320, 640)
 """
 
+import hashlib
+
 import torch
 from speechbrain.lobes.features import Fbank
 from torch import nn
@@ -118,6 +120,32 @@ class FbankEncoder(nn.Module):
         if self.stack > 1:
             feats = stack_frames(feats, self.stack)
         return [feats]
+
+
+def encoder_fingerprint(spec, *, pretrained: bool = True) -> dict:
+    """What decides the features of the encoder ``spec``, for a run folder's record: the
+    SHA-256 of the trained model's files (its configuration, its quantization spec if any, and
+    its weights unless ``pretrained=False``: the random baseline depends on the configuration
+    and the seed only); ``{"encoder": "fbank"}`` for the filterbank baseline (whose yaml keys
+    decide the rest).
+
+    Example
+    -------
+    >>> encoder_fingerprint("fbank")
+    {'encoder': 'fbank'}
+    """
+    if str(spec) == FBANK:
+        return {"encoder": FBANK}
+    from speechbrain_ext.ssl.export import model_files
+
+    digests = {}
+    for role, path in model_files(spec, pretrained=pretrained).items():
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests[role] = digest.hexdigest()
+    return {"encoder": "ssl", "pretrained": bool(pretrained), "sha256": digests}
 
 
 def load_mp3s_encoder(

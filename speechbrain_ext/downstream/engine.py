@@ -27,6 +27,7 @@ from speechbrain_ext.downstream.folds import resolve_folds, write_fold_manifests
 from speechbrain_ext.downstream.kinds import KINDS
 from speechbrain_ext.downstream.task import Task, get_task
 from speechbrain_ext.hparams import load_recipe_hparams
+from speechbrain_ext.ssl.training import manifests_fingerprint
 
 CONFIGS = "configs"  # package data: configs/<suite>/<task>/<probe>.yaml
 
@@ -103,9 +104,12 @@ def run_task(task, hparams: dict, run_opts: dict | None = None) -> dict:
     if hparams["task"] != task.name:
         raise ValueError(f"the yaml is task {hparams['task']!r}'s, not {task.key}'s")
     kind = KINDS.get(task.kind)
+    pipeline.check_run_folder(hparams)  # before anything is written
     pipeline.setup_experiment(hparams)
     options = {"language": hparams["language"]} if task.languages else {}
     manifests = pipeline.task_split_manifests(hparams, task, **options)
+    files = {name: path for name, path in manifests.items() if path and Path(path).is_file()}
+    pipeline.check_run_folder(hparams, manifests=manifests_fingerprint(files))
     if task.protocol == "folds":
         outcome = _run_folds(task, kind, hparams, run_opts, manifests)
     else:

@@ -27,15 +27,50 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 
 from speechbrain_ext.data.manifest import read_manifest
-from speechbrain_ext.downstream.baselines import load_mp3s_encoder
+from speechbrain_ext.downstream.baselines import encoder_fingerprint, load_mp3s_encoder
 from speechbrain_ext.downstream.brains import uses_cache
 from speechbrain_ext.downstream.cache import LayerFeatureCache, encoder_checksum
 from speechbrain_ext.downstream.featurizer import SSLFeaturizer
 from speechbrain_ext.downstream.probes import build_probe
 from speechbrain_ext.downstream.task import SPLITS, Task, task_manifests
+from speechbrain_ext.ssl import training
+from speechbrain_ext.ssl.training import RUN_FILE, RunFolderMismatchError
 
 logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
+
+
+def run_identity(hparams: dict) -> dict:
+    """What makes a task run: its resolved yaml (every key, the folders included) and the
+    fingerprint of the probed encoder's files (:func:`encoder_fingerprint`).
+    """
+    return {
+        "encoder": encoder_fingerprint(hparams["encoder"], pretrained=hparams["pretrained"]),
+        "hparams": json.loads(json.dumps(dict(hparams), default=str)),
+    }
+
+
+def check_run_folder(hparams: dict, **more) -> None:
+    """Stop unless ``output_folder`` is new or holds a run of this very task, yaml and encoder.
+
+    SpeechBrain resumes a probe from the checkpoints it finds, so a folder left by a run on
+    other encoder weights (a retrained model under the same path) or other settings would be
+    scored as if it were this one. The first call records :func:`run_identity` (and ``more``:
+    the manifests' fingerprint, once they are prepared) in ``run.json``; a differing record
+    raises :class:`~speechbrain_ext.ssl.training.RunFolderMismatchError` naming the keys, before
+    anything in the folder is touched, and so does a folder holding a run but no record (made
+    before records existed: it cannot be checked).
+    """
+    folder = Path(hparams["output_folder"])
+    hint = f"delete {folder} to run it again, or pass another --work_folder"
+    made = [folder / "save", folder / RESULTS_FILE, *folder.glob("fold_*")]
+    if not (folder / RUN_FILE).is_file() and any(path.exists() for path in made):
+        raise RunFolderMismatchError(
+            f"{folder} holds a run with no {RUN_FILE} record of its encoder and settings, so "
+            f"it cannot be checked against this one. Nothing was changed: {hint}."
+        )
+    identity = more or run_identity(hparams)  # the first call records the run's identity
+    training.check_run_folder(folder, identity, fresh_hint=hint)
 
 
 def setup_experiment(hparams: dict) -> None:

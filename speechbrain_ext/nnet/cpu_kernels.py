@@ -1,23 +1,30 @@
-"""Optional C++ kernels for the CPU, compiled on first use (the fused selective scan).
+"""Optional C++ kernels for the CPU, compiled on first use.
 
-:func:`selective_scan_cpu_kernel` returns the compiled module of ``csrc/selective_scan_cpu.cpp``,
-building it the first time with ``torch.utils.cpp_extension.load`` (the machine's C++ compiler,
-``-O3 -march=native -fopenmp``) into torch's extension cache (``TORCH_EXTENSIONS_DIR``, by
-default ``~/.cache/torch_extensions``), where later processes find it built. The source includes
-only pybind11, not the torch headers, so a build from scratch takes seconds. The cache entry's
-name carries a hash of the CPU's feature flags, so a cache shared between machines never hands a
-CPU code built for another one.
+A :class:`CpuKernel` names one C++ source (``csrc/*.cpp`` of a package folder) and builds it the
+first time :meth:`CpuKernel.get` is called, with ``torch.utils.cpp_extension.load`` (the
+machine's C++ compiler, ``-O3 -march=native -fopenmp``) into torch's extension cache
+(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), where later processes find
+it built. The sources include only pybind11, not the torch headers, so a build from scratch
+takes seconds. The cache entry's name carries a hash of the CPU's feature flags, so a cache
+shared between machines never hands a CPU code built for another one.
+
+Two kernels exist: :data:`SELECTIVE_SCAN` (Mamba's fused scan,
+:mod:`speechbrain_ext.nnet.selective_scan`) and, declared next to the quantizers that use it,
+the fused elastic activation quantizers (:mod:`speechbrain_ext.quant.quantizers._elastic`).
 
 When the build or the import fails (no compiler, no ninja, a compile error) the kernel is
-``None``, one ``RuntimeWarning`` says why, and callers use the pure-PyTorch scan. Setting the
+``None``, one ``RuntimeWarning`` says why, and callers use their pure-PyTorch path. Setting the
 environment variable ``SPEECHBRAIN_EXT_NO_CPU_KERNELS=1`` (or calling
-``set_cpu_kernels_enabled(False)``) forces that fallback without building anything.
+``set_cpu_kernels_enabled(False)``) forces that fallback for every kernel without building
+anything.
 
 Example
 -------
 >>> from speechbrain_ext.nnet import cpu_kernels
 >>> kernel = cpu_kernels.selective_scan_cpu_kernel()  # built once, then cached
 >>> kernel is None or kernel.max_state >= 16
+True
+>>> cpu_kernels.SELECTIVE_SCAN.name.startswith("sbext_selective_scan_cpu_")
 True
 """
 
@@ -32,24 +39,22 @@ from pathlib import Path
 DISABLE_ENV = "SPEECHBRAIN_EXT_NO_CPU_KERNELS"
 """Environment variable: a value other than "", "0" or "false" forces the pure-PyTorch paths."""
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan_cpu.cpp"
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=fast")
 LDFLAGS = ("-fopenmp",)
 
-_lock = threading.Lock()
-_state = {"tried": False, "module": None, "error": None, "enabled": None}
+_enabled: dict = {"value": None}
 
 
 def cpu_kernels_enabled() -> bool:
     """Whether the C++ kernels may be used: ``set_cpu_kernels_enabled``, else the environment."""
-    if _state["enabled"] is not None:
-        return _state["enabled"]
+    if _enabled["value"] is not None:
+        return _enabled["value"]
     return os.environ.get(DISABLE_ENV, "").strip().lower() in ("", "0", "false", "no")
 
 
 def set_cpu_kernels_enabled(enabled: bool | None) -> None:
     """Allow (``True``) or forbid (``False``) the C++ kernels; ``None``: as the environment says."""
-    _state["enabled"] = enabled
+    _enabled["value"] = enabled
 
 
 def _cpu_signature() -> str:
@@ -68,13 +73,8 @@ def _cpu_signature() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def extension_name() -> str:
-    """The name of the cached build (one per CPU type)."""
-    return f"sbext_selective_scan_cpu_{_cpu_signature()}"
-
-
-def build_selective_scan_cpu():
-    """Compile (or load from the cache) and import the fused scan; raises on any failure."""
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, with ninja on the PATH when only its wheel is installed."""
     if shutil.which("ninja") is None:  # torch builds with ninja; the PyPI wheel ships one
         try:
             import ninja
@@ -90,45 +90,91 @@ def build_selective_scan_cpu():
         from torch.utils import cpp_extension
     finally:
         logger.setLevel(level)
-    return cpp_extension.load(
-        name=extension_name(),
-        sources=[str(SOURCE)],
-        extra_cflags=list(CFLAGS),
-        extra_ldflags=list(LDFLAGS),
-        verbose=False,
-    )
+    return cpp_extension
+
+
+class CpuKernel:
+    """One C++ source, built on first use and cached; ``None`` with one warning if it fails.
+
+    Arguments
+    ---------
+    stem : str
+        Name of the build (``sbext_<stem>_<CPU hash>`` in the extension cache).
+    source : str or Path
+        The C++ file (pybind11 module named ``TORCH_EXTENSION_NAME``).
+    what : str
+        What the kernel is, for the warning ("the fused CPU <what> could not be built").
+    fallback : str
+        What runs instead, for the warning ("using <fallback> instead").
+    cflags : tuple of str
+        Compiler flags (default :data:`CFLAGS`).
+    """
+
+    def __init__(self, stem: str, source, *, what: str, fallback: str, cflags=CFLAGS):
+        self.stem, self.source = stem, Path(source)
+        self.what, self.fallback, self.cflags = what, fallback, tuple(cflags)
+        self._lock = threading.Lock()
+        self.tried, self.module, self.error = False, None, None
+
+    @property
+    def name(self) -> str:
+        """The name of the cached build (one per CPU type)."""
+        return f"sbext_{self.stem}_{_cpu_signature()}"
+
+    def build(self):
+        """Compile (or load from the cache) and import the module; raises on any failure."""
+        return _cpp_extension().load(
+            name=self.name,
+            sources=[str(self.source)],
+            extra_cflags=list(self.cflags),
+            extra_ldflags=list(LDFLAGS),
+            verbose=False,
+        )
+
+    def get(self):
+        """The compiled module, or ``None`` (disabled, or the build failed: warned once)."""
+        if not cpu_kernels_enabled():
+            return None
+        if self.tried:
+            return self.module
+        with self._lock:
+            if not self.tried:
+                try:
+                    self.module = self.build()
+                except Exception as error:  # no compiler, no ninja, compile or import error
+                    self.error = error
+                    message = str(error).strip().splitlines()
+                    warnings.warn(
+                        f"speechbrain_ext: the fused CPU {self.what} could not be built "
+                        f"({type(error).__name__}: {message[-1] if message else ''}); using "
+                        f"{self.fallback} instead (set {DISABLE_ENV}=1 to skip the build)",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                self.tried = True
+        return self.module
+
+    def reset(self) -> None:
+        """Forget the build result (the next call builds or loads again); for tests."""
+        with self._lock:
+            self.tried, self.module, self.error = False, None, None
+
+
+#: Mamba's fused selective scan (``csrc/selective_scan_cpu.cpp``).
+SELECTIVE_SCAN = CpuKernel(
+    "selective_scan_cpu",
+    Path(__file__).resolve().parent / "csrc" / "selective_scan_cpu.cpp",
+    what="selective scan",
+    fallback="the pure-PyTorch scan",
+)
+SOURCE = SELECTIVE_SCAN.source
 
 
 def selective_scan_cpu_kernel():
     """The compiled fused-scan module, or ``None`` (disabled, or the build failed: warned once)."""
-    if not cpu_kernels_enabled():
-        return None
-    if _state["tried"]:
-        return _state["module"]
-    with _lock:
-        if not _state["tried"]:
-            try:
-                _state["module"] = build_selective_scan_cpu()
-            except Exception as error:  # no compiler, no ninja, compile or import error
-                _state["error"] = error
-                message = str(error).strip().splitlines()
-                warnings.warn(
-                    "speechbrain_ext: the fused CPU selective scan could not be built "
-                    f"({type(error).__name__}: {message[-1] if message else ''}); using the "
-                    f"pure-PyTorch scan instead (set {DISABLE_ENV}=1 to skip the build)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            _state["tried"] = True
-    return _state["module"]
+    return SELECTIVE_SCAN.get()
 
 
 def build_error() -> Exception | None:
-    """Why the last build failed (``None`` if it did not fail or was not tried)."""
-    return _state["error"]
-
-
-def reset() -> None:
-    """Forget the build result (the next call builds or loads again); for tests."""
-    with _lock:
-        _state.update(tried=False, module=None, error=None)
+    """Why the scan's last build failed (``None`` if it did not fail or was not tried)."""
+    return SELECTIVE_SCAN.error

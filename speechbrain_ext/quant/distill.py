@@ -69,11 +69,11 @@ def soft_cross_entropy(
     >>> round(float(soft_cross_entropy(s, t, torch.tensor([[True, False]]))), 4)  # log 2
     0.6931
     """
-    log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    q = F.softmax(teacher_logits.float() / temperature, dim=-1)
-    per_frame = -(q * log_p).sum(dim=-1)  # (batch, frames)
-    mask = mask.to(per_frame.device)
-    total = (per_frame * mask).sum() / mask.sum().clamp(min=1)
+    mask = mask.to(student_logits.device, torch.bool)
+    # Only the masked frames' (classes,) rows are normalised: about half the frames.
+    log_p = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)
+    q = F.softmax(teacher_logits[mask].float() / temperature, dim=-1)
+    total = -(q * log_p).sum() / mask.sum().clamp(min=1)
     return temperature**2 * total
 
 

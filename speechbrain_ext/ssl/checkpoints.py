@@ -62,8 +62,11 @@ logger = logging.getLogger(__name__)
 STAGING = ".incomplete"
 
 
-def first_nonfinite(obj) -> str | None:
+def first_nonfinite(obj, *, trainable_only: bool = False) -> str | None:
     """The name of the first non-finite floating tensor of a module or optimiser, or None.
+
+    ``trainable_only`` (modules): check the parameters that require a gradient and the buffers,
+    not frozen parameters (a distillation teacher's), which no optimiser step can change.
 
     Example
     -------
@@ -74,9 +77,18 @@ def first_nonfinite(obj) -> str | None:
     ...     layer.bias[1] = float("inf")
     >>> first_nonfinite(layer)
     'bias'
+    >>> layer.bias.requires_grad_(False)  # frozen: not checked with trainable_only
+    Parameter containing:
+    tensor([..., inf])
+    >>> first_nonfinite(layer, trainable_only=True) is None
+    True
     """
     if isinstance(obj, torch.nn.Module):
-        tensors = obj.state_dict().items()
+        if trainable_only:
+            tensors = [(n, p) for n, p in obj.named_parameters() if p.requires_grad]
+            tensors += list(obj.named_buffers())
+        else:
+            tensors = obj.state_dict().items()
     elif isinstance(obj, torch.optim.Optimizer):
         tensors = (
             (f"state[{index}].{key}", value)
@@ -92,11 +104,17 @@ def first_nonfinite(obj) -> str | None:
     ]
     if not floating:
         return None
-    # One device sync for the whole check (it runs after every optimiser step), not one per tensor.
-    finite = torch.stack([torch.isfinite(t).all().to(floating[0][1].device) for _, t in floating])
-    if bool(finite.all()):
-        return None
-    return floating[int((~finite).nonzero()[0])][0]
+    # It runs after every optimiser step, so: one device sync, and one cheap reduction per tensor.
+    # A tensor holding a NaN or an infinity always has a non-finite sum; a finite tensor whose
+    # sum overflows is ruled out by the exact check of the flagged ones only.
+    device = floating[0][1].device
+    sums = torch.stack([t.detach().sum(dtype=torch.float32).to(device) for _, t in floating])
+    flagged = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+    for index in flagged:
+        name, tensor = floating[index]
+        if not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 class AtomicCheckpointer(Checkpointer):

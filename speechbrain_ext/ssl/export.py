@@ -229,6 +229,31 @@ def check_finite_weights(module: nn.Module, *, source) -> None:
         )
 
 
+def model_files(path, *, pretrained: bool = True) -> dict[str, Path]:
+    """The files :func:`load_ssl_model` reads for ``path``: ``config`` (the model json),
+    ``quantization`` (when the folder has one) and ``weights`` (unless ``pretrained=False``).
+
+    ``path`` must exist (a misspelt path is an error naming it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    if pretrained:
+        config_path, weights = resolve_model_files(path)
+        files = {"config": config_path, "weights": weights}
+    else:
+        config_path = (
+            path
+            if path.name in CONFIG_NAMES
+            else _find_config(path if path.is_dir() else path.parent)
+        )
+        files = {"config": config_path}
+    quantization = config_path.parent / QUANTIZATION_NAME
+    if quantization.is_file():
+        files["quantization"] = quantization
+    return files
+
+
 def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.Module:
     """The whole pretraining model (BEST-RQ or HuBERT: encoder and head) saved under ``path``.
 
@@ -238,24 +263,15 @@ def load_ssl_model(path, *, pretrained: bool = True, map_location="cpu") -> nn.M
     an error naming it, never a model found in a folder above it); loaded weights must be
     finite (:func:`check_finite_weights`).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
-    if pretrained:
-        config_path, weights = resolve_model_files(path)
-    else:
-        config_path = (
-            path
-            if path.name in CONFIG_NAMES
-            else _find_config(path if path.is_dir() else path.parent)
-        )
+    files = model_files(path, pretrained=pretrained)
+    config_path = files["config"]
     framework = CONFIG_NAMES[config_path.name]
     config = json.loads(config_path.read_text())
     model = BUILDERS[framework](**config)
-    quantization = config_path.parent / QUANTIZATION_NAME
-    if quantization.is_file():
-        model = quantize_model(model, json.loads(quantization.read_text())["spec"])
+    if "quantization" in files:
+        model = quantize_model(model, json.loads(files["quantization"].read_text())["spec"])
     if pretrained:
+        weights = files["weights"]
         state = torch.load(weights, map_location=map_location)
         model.load_state_dict(state)
         check_finite_weights(model, source=weights)

@@ -156,13 +156,20 @@ def _differences(recorded: dict, current: dict, prefix="") -> list[str]:
     return differ
 
 
-def check_run_folder(output_folder, identity: dict, *, write: bool = True) -> None:
+def check_run_folder(
+    output_folder,
+    identity: dict,
+    *,
+    write: bool = True,
+    fresh_hint: str = "pass a new --output_folder to start a fresh run",
+) -> None:
     """Stop when ``output_folder`` was made with another model or data; record it otherwise.
 
     The first run writes ``run.json``; a rerun whose identity differs raises
     :class:`RunFolderMismatchError` naming every differing key, before anything in the folder
     is touched. Called again with more of the identity (the manifests' fingerprint, once they
-    are prepared), it checks and records that too.
+    are prepared), it checks and records that too. ``fresh_hint`` ends the error message (what
+    else the user can do).
 
     Example
     -------
@@ -181,7 +188,7 @@ def check_run_folder(output_folder, identity: dict, *, write: bool = True) -> No
         raise RunFolderMismatchError(
             f"{output_folder} holds a run made with another model or other data "
             f"({'; '.join(differ)}). Nothing was changed. Rerun with the settings recorded in "
-            f"{path}, or pass a new --output_folder to start a fresh run."
+            f"{path}, or {fresh_hint}."
         )
     if write and if_main_process() and {**recorded, **identity} != recorded:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -441,7 +448,7 @@ class SSLBrain(sb.Brain):
             return  # neither the step counter nor the schedule moves
         self.hparams.lr_scheduler(self.optimizer)
         super().optimizers_step()
-        bad = first_nonfinite(self.modules)
+        bad = first_nonfinite(self.modules, trainable_only=True)
         if bad is not None:
             raise NonFiniteTrainingError(
                 f"optimiser step {self.optimizer_step} made the weights non-finite ({bad}): "

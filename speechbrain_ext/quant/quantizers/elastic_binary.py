@@ -89,11 +89,15 @@ class ElasticBinary(ElasticQuantizerBase):
         """(0, 1) for the unsigned set, (−1, 1) for the signed one."""
         return (0, 1) if bool(self.unsigned) else (-1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Binarized ``x`` (same shape and dtype)."""
-        alpha, shifted = self._prepare(x)
-        out = _ElasticBinaryFn.apply(shifted, alpha, bool(self.unsigned))
-        return self._finish(x, out)
+    def kernel_mode(self, numel: int) -> tuple:
+        """The kernel's rounding set on {0, 1} (unsigned) or its sign set, no β added back."""
+        unsigned = bool(self.unsigned)
+        lo, hi = self.levels()
+        return (lo, hi, not unsigned, False, self.keep_zeros, lsq_grad_scale(numel, 1))
+
+    def reference(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """``α · round(clip(u, 0, 1))`` or ``α · sign(u)`` in PyTorch ops."""
+        return _ElasticBinaryFn.apply(x.float() - self.beta, alpha, bool(self.unsigned))
 
     def signs(self, x: torch.Tensor) -> torch.Tensor:
         """The ±1 codes of the signed set (what an XNOR kernel consumes), no gradient."""

@@ -73,9 +73,12 @@ class ElasticUniform(ElasticQuantizerBase):
             return 0, 2**self.bits - 1
         return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantized ``x`` (same shape and dtype)."""
-        alpha, shifted = self._prepare(x)
+    def kernel_mode(self, numel: int) -> tuple:
+        """The kernel's rounding set on ``Qn..Qp``, β added back."""
         qn, qp = self.levels()
-        out = _ElasticUniformFn.apply(shifted, alpha, qn, qp) + self.beta
-        return self._finish(x, out)
+        return (qn, qp, False, True, self.keep_zeros, lsq_grad_scale(numel, qp))
+
+    def reference(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """``α · clip(round((x − β) / α), Qn, Qp) + β`` in PyTorch ops."""
+        qn, qp = self.levels()
+        return _ElasticUniformFn.apply(x.float() - self.beta, alpha, qn, qp) + self.beta
