@@ -22,8 +22,11 @@ Each model runs in a fresh subprocess, so its peak memory is its own: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the process' peak resident memory
 minus its resident memory once the libraries are imported.
 Throughput is seconds of audio per second of wall time (median over the timed
-steps). Results: ``<out>/bestrq_throughput.csv`` and ``.md`` (ratios against
-``speechbrain_mhsa``).
+steps). Each row also gives its step's FLOP (forward and backward, counted once on the eager
+model before the timed steps) divided by the step time, as a percentage of the machine's
+matmul peak measured at the start of the run (:mod:`speechbrain_ext.bench.peak`): how close
+each implementation runs to what the machine can do. Results:
+``<out>/bestrq_throughput.csv`` and ``.md`` (ratios against ``speechbrain_mhsa``).
 
 Usage::
 
@@ -49,6 +52,7 @@ VARIANTS = ("eager", "compile", "fused", "compile+fused")
 QUICK = {"num_layers": 1, "nhead": 2, "d_ffn": 64, "codebook_size": 64, "d_model": 32}
 STUDY = {"num_layers": 12, "nhead": 8, "d_ffn": 2048, "codebook_size": 8192}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PEAK_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def build_speechbrain_model(*, d_model, nhead, num_layers, d_ffn, codebook_size):
@@ -143,23 +147,35 @@ def run_worker(config: dict) -> dict:
     """Time training steps of one model in this process; returns the measurements."""
     import torch
 
+    from speechbrain_ext.bench.flops import try_count_step_flop
+
     torch.manual_seed(0)
     device = torch.device(config["device"])
     rss_before_mb = _current_rss_mb()  # imports done, nothing built yet
     model = build_model(config["model"], config["sizes"]).to(device).train()
     variant = config.get("variant", "eager")
     compiled = False
+    samples = int(config["seconds"] * 16000)
+    generator = torch.Generator().manual_seed(0)
+    wavs = (0.1 * torch.randn(config["batch_size"], samples, generator=generator)).to(device)
+    wav_lens = torch.ones(config["batch_size"], device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config["precision"])
+
+    def forward_backward():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(wavs, wav_lens)["loss"]
+        loss.backward()
+
+    # FLOP of one step's forward and backward, counted on the eager model (the same FLOP a
+    # compiled one runs; the counter does not see inside compiled graphs) before anything is timed.
+    flop = try_count_step_flop(model, forward_backward)
+    model.zero_grad(set_to_none=True)
     if "compile" in variant:
         from speechbrain_ext.ssl.compile import compile_encoder, is_compiled
 
         compile_encoder(model)
     fused = {"fused": True} if "fused" in variant else {}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused)
-    generator = torch.Generator().manual_seed(0)
-    samples = int(config["seconds"] * 16000)
-    wavs = (0.1 * torch.randn(config["batch_size"], samples, generator=generator)).to(device)
-    wav_lens = torch.ones(config["batch_size"], device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config["precision"])
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -203,6 +219,7 @@ def run_worker(config: dict) -> dict:
         "step_s": median,
         "audio_s_per_s": config["batch_size"] * config["seconds"] / median,
         "peak_mb": peak_mb,
+        "flop": flop,
     }
 
 
@@ -232,14 +249,19 @@ def measure(name: str, args, variant: str = "eager") -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def write_results(rows: list[dict], args) -> tuple[Path, Path]:
-    """CSV and Markdown (with ratios against SpeechBrain's model) in ``args.out``."""
+def write_results(rows: list[dict], args, peak: dict) -> tuple[Path, Path]:
+    """CSV and Markdown (with ratios against SpeechBrain's model, and each step's FLOP rate
+    against the machine's measured matmul ``peak``) in ``args.out``.
+    """
+    from speechbrain_ext.bench.peak import peak_summary, throughput_columns
     from speechbrain_ext.bench.tables import machine_info
 
     base = next(r for r in rows if r["model"] == "speechbrain_mhsa")
     for row in rows:
         row["speedup_vs_speechbrain"] = row["audio_s_per_s"] / base["audio_s_per_s"]
         row["memory_vs_speechbrain"] = row["peak_mb"] / base["peak_mb"]
+        row.update(throughput_columns(row["flop"], row["step_s"], peak["matmul_gflops"]))
+        row["peak_gflops"] = peak["matmul_gflops"]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / ("bestrq_throughput_quick" if args.quick else "bestrq_throughput")
     fields = list(rows[0])
@@ -269,16 +291,27 @@ def write_results(rows: list[dict], args) -> tuple[Path, Path]:
         "steps); `+fused`: fused AdamW. A `+compile` row whose compilation fell back to eager "
         "says `eager` under compiled.",
         "",
+        "FLOP: one step's forward and backward as `speechbrain_ext.bench.flops` counts them "
+        "(2 x MAC of matmuls, convolutions and attention; the optimiser and elementwise work "
+        "uncounted), on the eager model; % of peak = FLOP / step time against the machine's "
+        f"measured matmul peak. {peak_summary(peak)}",
+        "",
         "| model | params (M) | step (s) | audio s / s | peak memory (MB) "
-        "| speed vs SpeechBrain | memory vs SpeechBrain | warm-up (s) | compiled |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| speed vs SpeechBrain | memory vs SpeechBrain | GFLOP / step | GFLOP/s | % of peak "
+        "| warm-up (s) | compiled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         compiled = "yes" if r["compiled"] else ("eager" if "compile" in r["model"] else "–")
+        rate = (
+            f"{r['gflop']:.4g} | {r['gflops_per_s']:.1f} | {r['pct_of_peak']:.0f} %"
+            if r["pct_of_peak"] != ""
+            else "– | – | –"
+        )
         lines.append(
             f"| {r['model']} | {r['params_m']:.1f} | {r['step_s']:.3f} | "
             f"{r['audio_s_per_s']:.1f} | {r['peak_mb']:.0f} | "
-            f"{r['speedup_vs_speechbrain']:.2f}x | {r['memory_vs_speechbrain']:.2f}x | "
+            f"{r['speedup_vs_speechbrain']:.2f}x | {r['memory_vs_speechbrain']:.2f}x | {rate} | "
             f"{r['warmup_s']:.1f} | {compiled} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -319,6 +352,12 @@ def main(argv):
         print(json.dumps(run_worker(json.loads(argv[1]))))
         return
     args = parse_args(argv)
+    from speechbrain_ext.bench.peak import measure_peak, peak_summary
+
+    # The workers run at torch's default thread count; the peak is measured at the same count.
+    sizes = {"size": 512, "bandwidth_mb": 16.0, "reps": 2} if args.quick else {}
+    peak = measure_peak(args.device, dtype=PEAK_DTYPE[args.precision], **sizes)
+    print(peak_summary(peak), flush=True)
     rows = []
     runs = [
         (name, variant)
@@ -332,7 +371,7 @@ def main(argv):
             f"{r['model']}: {r['audio_s_per_s']:.1f} audio s/s, peak {r['peak_mb']:.0f} MB",
             flush=True,
         )
-    csv_path, md_path = write_results(rows, args)
+    csv_path, md_path = write_results(rows, args, peak)
     print(md_path.read_text())
     print(f"wrote {csv_path} and {md_path}")
 

@@ -325,4 +325,13 @@ def test_throughput_benchmark_quick(tmp_path):
         "ours_fastformer+fused",
     ]
     assert all(float(row.split(",")[5]) > 0 for row in rows[1:])
-    assert "speed vs SpeechBrain" in (tmp_path / "bestrq_throughput_quick.md").read_text()
+    import csv
+
+    with open(tmp_path / "bestrq_throughput_quick.csv") as f:
+        table = {row["model"]: row for row in csv.DictReader(f)}
+    # every step's FLOP is counted, and the same model counts the same FLOP with either optimiser
+    assert all(int(row["flop"]) > 0 and float(row["pct_of_peak"]) > 0 for row in table.values())
+    assert table["ours_mhsa"]["flop"] == table["ours_mhsa+fused"]["flop"]
+    assert float(table["ours_mhsa"]["peak_gflops"]) > 0
+    md = (tmp_path / "bestrq_throughput_quick.md").read_text()
+    assert "speed vs SpeechBrain" in md and "% of peak" in md and "Measured peak:" in md
