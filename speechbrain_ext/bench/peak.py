@@ -15,10 +15,12 @@
   torch's current count, which is restored afterwards), ``device``, ``dtype``, ``machine``
   (:func:`~speechbrain_ext.bench.tables.machine_info`) and the sizes used.
 
-The speed commands (``bench speed``, ``bench mixers``) call :func:`measure_peak` once per run
-with their own thread count and dtype, and report every row's achieved FLOP rate as a
-percentage of ``matmul_gflops``. The best rep is taken (not the median): a peak is what the
-machine can do, and on a shared machine the best rep is the one least disturbed.
+The speed commands (``bench speed``, ``bench mixers``, ``benchmarks/bestrq_throughput.py``)
+call :func:`measure_peak` at the start and again at the end of a run, with their own thread count
+and dtype, keep the higher of the two (:func:`higher_peak`), and report every row's achieved
+FLOP rate as a percentage of its ``matmul_gflops``. The best rep is taken (not the median), and
+the better of two measurements: a peak is what the machine can do, and on a shared machine a
+peak measured while another job loads it is too low, which would show as rows above 100 %.
 
 Example
 -------
@@ -38,7 +40,7 @@ from pathlib import Path
 import torch
 
 from speechbrain_ext.bench.memory import synchronize
-from speechbrain_ext.bench.tables import machine_info, markdown_table, write_csv
+from speechbrain_ext.bench.tables import machine_info, markdown_table, peak_measurements, write_csv
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -130,6 +132,29 @@ def measure_peak(
     }
 
 
+def higher_peak(earlier: dict, later: dict) -> dict:
+    """The better of two :func:`measure_peak` results of one run (matmul rate and bandwidth each
+    at its higher value), with ``measured_gflops``: every matmul rate measured, in order.
+
+    >>> start = {"matmul_gflops": 70.0, "bandwidth_gbs": 20.0}
+    >>> end = {"matmul_gflops": 90.0, "bandwidth_gbs": 18.0}
+    >>> higher_peak(start, end)
+    {'matmul_gflops': 90.0, 'bandwidth_gbs': 20.0, 'measured_gflops': [70.0, 90.0]}
+    >>> higher_peak(higher_peak(start, end), start)["measured_gflops"]
+    [70.0, 90.0, 70.0]
+    """
+    best = max(earlier, later, key=lambda peak: peak["matmul_gflops"])
+    measured = [
+        *earlier.get("measured_gflops", [earlier["matmul_gflops"]]),
+        *later.get("measured_gflops", [later["matmul_gflops"]]),
+    ]
+    return {
+        **best,
+        "bandwidth_gbs": max(earlier["bandwidth_gbs"], later["bandwidth_gbs"]),
+        "measured_gflops": measured,
+    }
+
+
 def peak_summary(peak: dict) -> str:
     """One Markdown sentence stating a :func:`measure_peak` result.
 
@@ -139,9 +164,9 @@ def peak_summary(peak: dict) -> str:
     """  # noqa: E501
     return (
         f"Measured peak: {peak['matmul_gflops']:.1f} GFLOP/s {peak['dtype']} matmul "
-        f"({peak['matmul_size']}³, best of {peak['reps']}), {peak['bandwidth_gbs']:.1f} GB/s "
-        f"copy ({peak['bandwidth_mb']:g} MB, read + write), {peak['threads']} "
-        + ("thread." if peak["threads"] == 1 else "threads.")
+        f"({peak['matmul_size']}³, best of {peak['reps']}{peak_measurements(peak)}), "
+        f"{peak['bandwidth_gbs']:.1f} GB/s copy ({peak['bandwidth_mb']:g} MB, read + write), "
+        f"{peak['threads']} " + ("thread." if peak["threads"] == 1 else "threads.")
     )
 
 
@@ -227,12 +252,13 @@ def throughput_columns(flop, time_s, peak_gflops: float | None) -> dict:
     return {"gflop": float(flop) / 1e9, "gflops_per_s": rate, "pct_of_peak": pct}
 
 
-def measure_run_peak(args) -> dict:
-    """The peak a speed command measures once per run: ``args.device``, ``args.threads`` and
-    ``args.dtype`` as in its timed runs (``args.quick``: 512³ and 16 MB, 2 reps), announced on
-    stderr.
+def measure_run_peak(args, earlier: dict | None = None) -> dict:
+    """The peak a speed command measures at the start of its run and again at its end:
+    ``args.device``, ``args.threads`` and ``args.dtype`` as in its timed runs (``args.quick``:
+    512³ and 16 MB, 2 reps), announced on stderr. Given the start's peak as ``earlier``, returns
+    the higher of the two (:func:`higher_peak`).
     """
     sizes = {"size": 512, "bandwidth_mb": 16.0, "reps": 2} if args.quick else {}
     peak = measure_peak(args.device, args.threads, dtype=args.dtype, **sizes)
     print(peak_summary(peak), file=sys.stderr, flush=True)
-    return peak
+    return peak if earlier is None else higher_peak(earlier, peak)

@@ -193,6 +193,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(args.device).type
     csv_path = Path(args.out) / f"speed_{device}.csv"
     done = measured_rows(csv_path, args=args, machine=machine) if args.resume else {}
+    if args.retry_skipped:
+        done = {key: row for key, row in done.items() if not _skip_status(row)}
     progress = dict(done)  # on disk after every measurement, so a killed run can --resume
     rows = []
     for scale in args.scale:
@@ -250,6 +252,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                     _log(row)
                     progress[key] = row
                     write_csv(list(progress.values()), csv_path)
+    peak = measure_run_peak(args, earlier=peak)  # the higher of the start's and the end's
+    for row in rows:
+        row.update(row_throughput(row, peak))
     write_outputs(rows, Path(args.out), args=args, machine=machine, peak=peak)
     return rows
 
@@ -415,6 +420,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="reuse the configurations of <out>/speed_<device>.csv measured with the same "
         "batch size, dtype and machine; run only the others",
+    )
+    parser.add_argument(
+        "--retry-skipped",
+        action="store_true",
+        help="with --resume, measure again the configurations that an earlier run skipped "
+        "(timeout, memory), e.g. under a longer --timeout; measured rows are still reused",
     )
 
 

@@ -162,6 +162,26 @@ def throughput_note(peak: dict, *, passes: str) -> str:
         "convolutions and attention; elementwise work, norms and optimiser updates uncounted), "
         "divided by the median time; % of peak is that rate over this run's measured "
         f"{peak['dtype']} matmul peak, {peak['matmul_gflops']:.1f} GFLOP/s "
-        f"({peak['matmul_size']}³ `torch.mm`, {peak['threads']} threads; copy bandwidth "
-        f"{peak['bandwidth_gbs']:.1f} GB/s)."
+        f"({peak['matmul_size']}³ `torch.mm`, {peak['threads']} threads{peak_measurements(peak)}; "
+        f"copy bandwidth {peak['bandwidth_gbs']:.1f} GB/s)."
+    )
+
+
+def peak_measurements(peak: dict) -> str:
+    """``; the higher of 70.1 and 90.3 GFLOP/s, measured at the start and the end of the run``
+    for a peak measured more than once (:func:`speechbrain_ext.bench.peak.higher_peak`), else
+    nothing.
+
+    >>> peak_measurements({"measured_gflops": [70.06, 90.3]})
+    '; the higher of 70.1 and 90.3 GFLOP/s, measured at the start and the end of the run'
+    >>> peak_measurements({"matmul_gflops": 90.3})
+    ''
+    """
+    measured = peak.get("measured_gflops", [])
+    if len(measured) < 2:
+        return ""
+    return (
+        "; the higher of "
+        + " and ".join(f"{value:.1f}" for value in measured)
+        + " GFLOP/s, measured at the start and the end of the run"
     )
