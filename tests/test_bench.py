@@ -282,6 +282,8 @@ def test_speed_resume_retries_skipped_rows_only_when_asked(tmp_path):
     assert retried[0]["status"] == "ok" and retried[0]["time_s"] > 0
     again = main([*common, "--in-process", "--resume", "--retry-skipped"])
     assert again[0]["time_s"] == retried[0]["time_s"]  # measured rows are never redone
+    with pytest.raises(SystemExit, match="add --resume"):
+        main([*common, "--retry-skipped"])
 
 
 def test_speed_killed_midway_resumes_where_it_stopped(tmp_path, monkeypatch):

@@ -433,6 +433,8 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     """Apply ``--quick`` and the device-dependent defaults."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda given but CUDA is not available")
+    if args.retry_skipped and not args.resume:
+        raise SystemExit("--retry-skipped re-measures the skipped rows of a --resume; add --resume")
     if args.dtype is None:
         args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     if args.quick:
