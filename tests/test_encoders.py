@@ -8,6 +8,7 @@ on the meta device and hold Study B's parameter counts to the study's figures.
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from speechbrain_ext.nnet.convolution import (
     ConvModule,
@@ -423,3 +424,32 @@ def test_feedforward_and_activations():
     assert isinstance(get_activation("swish"), torch.nn.SiLU)
     with pytest.raises(ValueError, match="valid names"):
         get_activation("nope")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kernel_size": 31, "padding": 15, "groups": 24},  # the Conformer's depthwise
+        {"kernel_size": 5, "stride": 2, "padding": 2, "groups": 24},  # Squeezeformer's reduction
+        {"kernel_size": 8, "padding": 4, "groups": 4},  # HuBERT's grouped positional conv
+        {"kernel_size": 3, "padding": 2, "dilation": 2, "groups": 1, "bias": False},
+    ],
+)
+def test_channels_last_conv1d_equals_conv1d_outputs_and_gradients(options):
+    from speechbrain_ext.nnet.convolution import ChannelsLastConv1d
+
+    torch.manual_seed(0)
+    reference = nn.Conv1d(24, 24, **options)
+    fast = ChannelsLastConv1d(24, 24, **options)
+    fast.load_state_dict(reference.state_dict())  # the same state dict
+    for layout in ("time-major view", "contiguous"):
+        x = torch.randn(3, 37, 24, requires_grad=True)  # (batch, time, channels)
+        inputs = x.transpose(1, 2)
+        if layout == "contiguous":
+            inputs = inputs.contiguous()
+        out, ref = fast(inputs), reference(inputs)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        grads = torch.autograd.grad(out.square().sum(), [x, *fast.parameters()])
+        ref_grads = torch.autograd.grad(ref.square().sum(), [x, *reference.parameters()])
+        for grad, ref_grad in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(grad, ref_grad, atol=1e-4, rtol=1e-4)

@@ -456,7 +456,9 @@ def test_keep_and_only_leave_modules_fp32():
     model = quantize_model(
         build_encoder(source["name"], **source["options"]), "w1a1,keep=layers.0.conv|*.ffn1"
     )
-    assert type(model.layers[0].conv.depthwise) is nn.Conv1d
+    from speechbrain_ext.nnet.convolution import ChannelsLastConv1d
+
+    assert type(model.layers[0].conv.depthwise) is ChannelsLastConv1d  # the FP32 layer, kept
     assert type(model.layers[0].ffn1.linear1) is nn.Linear
     assert isinstance(model.layers[0].ffn2.linear1, QuantLinear)
     only = quantize_model(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from speechbrain_ext.nnet.convolution import channels_last_conv1d
 from speechbrain_ext.nnet.mixers.hypermixing import ParallelMLP
 from speechbrain_ext.nnet.mixers.summarymixing import GroupedLinear
 from speechbrain_ext.quant.quantizers import QUANTIZERS, default_quantizer
@@ -281,6 +282,9 @@ class QuantConv1d(_QuantConvMixin, nn.Conv1d):
     >>> conv(x).shape
     torch.Size([1, 4, 6])
     """
+
+    def _conv_forward(self, x, weight, bias):  # as the FP32 blocks' convolutions run
+        return channels_last_conv1d(self, x, weight, bias)
 
 
 @register_quant_layer(nn.Conv2d)
