@@ -299,8 +299,8 @@ def depthwise_conv1d(
 
     Causal (output ``t`` sees inputs ``t - k + 1 .. t``), or with ``reverse`` anti-causal (``t ..
     t + k - 1``, the taps in reverse order: the causal convolution of the flipped sequence,
-    flipped back). Computed as ``k`` shifted multiply-adds, so the channels-last activations are
-    never transposed for ``conv1d``.
+    flipped back). On the CPU, one channels-last 2-D convolution; elsewhere ``k`` shifted
+    multiply-adds, so the channels-last activations are never transposed for ``conv1d``.
 
     Arguments
     ---------
@@ -329,6 +329,37 @@ def depthwise_conv1d(
     >>> ahead = depthwise_conv1d(x, conv.weight, conv.bias, reverse=True)
     >>> flipped = conv(x.flip(1).transpose(1, 2))[..., :10].transpose(1, 2).flip(1)
     >>> torch.allclose(ahead, flipped, atol=1e-6)
+    True
+    """
+    batch, time, channels = x.shape
+    k = weight.shape[-1]
+    if x.device.type == "cpu":
+        # One channels-last 2-D convolution of height 1: on the CPU ~8x faster than the k
+        # multiply-adds below (1152 channels, 2000 frames, k = 4, one thread: 1.3 vs 10.5 ms);
+        # for reverse, the flipped taps and the last ``time`` outputs look ahead instead.
+        taps = (weight.flip(-1) if reverse else weight).unsqueeze(2)  # (channels, 1, 1, k)
+        view = x.transpose(1, 2).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(view, taps, bias, padding=(0, k - 1), groups=channels).squeeze(2)
+        return (out[..., k - 1 :] if reverse else out[..., :time]).transpose(1, 2)
+    return depthwise_conv1d_taps(x, weight, bias, reverse=reverse)
+
+
+def depthwise_conv1d_taps(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, reverse: bool = False
+) -> torch.Tensor:
+    """:func:`depthwise_conv1d` as ``k`` shifted multiply-adds on ``x`` (batch, time, channels)
+    without transposing it (the path off the CPU).
+
+    Example
+    -------
+    >>> import torch
+    >>> conv = nn.Conv1d(3, 3, 4, groups=3, padding=3)
+    >>> x = torch.randn(2, 10, 3)
+    >>> for reverse in (False, True):
+    ...     taps = depthwise_conv1d_taps(x, conv.weight, conv.bias, reverse=reverse)
+    ...     fused = depthwise_conv1d(x, conv.weight, conv.bias, reverse=reverse)
+    ...     print(torch.allclose(taps, fused, atol=1e-6))
+    True
     True
     """
     batch, time, channels = x.shape
