@@ -335,3 +335,29 @@ def test_throughput_benchmark_quick(tmp_path):
     assert float(table["ours_mhsa"]["peak_gflops"]) > 0
     md = (tmp_path / "bestrq_throughput_quick.md").read_text()
     assert "speed vs SpeechBrain" in md and "% of peak" in md and "Measured peak:" in md
+
+
+def test_channels_last_front_end_equals_speechbrains_conv2d_outputs_and_gradients():
+    """The conv front end's ChannelsLastConv2d against SpeechBrain's own Conv2d forward, same
+    weights: outputs and every gradient, on a batch with an odd frequency count."""
+    from speechbrain.nnet.CNN import Conv2d
+
+    from speechbrain_ext.ssl.frontend import ChannelsLastConv2d, ConvFrontEnd
+
+    torch.manual_seed(0)
+    fast = ConvFrontEnd(n_mels=30, d_model=16, dropout=0.0)
+    convs = [m for m in fast.modules() if isinstance(m, ChannelsLastConv2d)]
+    assert len(convs) == 2
+    reference = ConvFrontEnd(n_mels=30, d_model=16, dropout=0.0)
+    reference.load_state_dict(fast.state_dict())
+    for module in reference.modules():
+        if isinstance(module, ChannelsLastConv2d):
+            module.forward = Conv2d.forward.__get__(module)  # SpeechBrain's own path
+    x = torch.randn(3, 44, 30, requires_grad=True)  # (batch, time, n_mels)
+    out, ref = fast(x), reference(x)
+    assert out.shape == (3, 11, 16)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), [x, *fast.parameters()])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *reference.parameters()])
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref_grad, atol=1e-4, rtol=1e-4)
