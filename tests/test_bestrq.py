@@ -308,6 +308,8 @@ def test_throughput_benchmark_quick(tmp_path):
             "--variants",
             "eager",
             "fused",
+            "--rounds",
+            "2",
         ],  # fmt: skip
         cwd=repo,
         capture_output=True,
@@ -334,6 +336,7 @@ def test_throughput_benchmark_quick(tmp_path):
     assert table["ours_mhsa"]["flop"] == table["ours_mhsa+fused"]["flop"]
     assert float(table["ours_mhsa"]["peak_gflops"]) > 0
     md = (tmp_path / "bestrq_throughput_quick.md").read_text()
+    assert "fastest of 2 rounds" in md and "round 2/2, ours_fastformer+fused" in proc.stdout
     assert "speed vs SpeechBrain" in md and "% of peak" in md and "Measured peak:" in md
 
 
