@@ -72,14 +72,46 @@ def channels_last_conv1d(
         or conv.padding_mode != "zeros"
     ):
         return nn.Conv1d._conv_forward(conv, x, weight, bias)
+    return conv1d_as_channels_last_2d(
+        x,
+        weight,
+        bias,
+        stride=conv.stride[0],
+        padding=conv.padding[0],
+        dilation=conv.dilation[0],
+        groups=conv.groups,
+    )
+
+
+def conv1d_as_channels_last_2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """``F.conv1d`` of ``x`` (batch, channels, time) as a 2-D convolution of height 1 in the
+    channels-last format (no copy when ``x`` is the transposed view of a (batch, time,
+    channels) tensor); zero padding. See :func:`channels_last_conv1d` for why.
+
+    Example
+    -------
+    >>> x, w = torch.randn(2, 4, 9), torch.randn(4, 1, 3)
+    >>> out = conv1d_as_channels_last_2d(x, w, None, padding=1, groups=4)
+    >>> torch.allclose(out, F.conv1d(x, w, padding=1, groups=4), atol=1e-6)
+    True
+    """
     out = F.conv2d(
-        x.unsqueeze(2).contiguous(memory_format=torch.channels_last),  # a view for x.transpose
+        x.unsqueeze(2).contiguous(memory_format=torch.channels_last),
         weight.unsqueeze(2),
         bias,
-        stride=(1, conv.stride[0]),
-        padding=(0, conv.padding[0]),
-        dilation=(1, conv.dilation[0]),
-        groups=conv.groups,
+        stride=(1, stride),
+        padding=(0, padding),
+        dilation=(1, dilation),
+        groups=groups,
     )
     return out.squeeze(2)
 
