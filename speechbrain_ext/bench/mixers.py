@@ -33,7 +33,7 @@ from speechbrain_ext.bench.memory import (
     measure,
     run_isolated,
 )
-from speechbrain_ext.bench.peak import measure_run_peak, throughput_columns
+from speechbrain_ext.bench.peak import measure_run_peak, row_throughput
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
 from speechbrain_ext.bench.tables import (
@@ -184,11 +184,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             _log(row)
     peak = measure_run_peak(args, earlier=peak)  # the higher of the start's and the end's
     for row in rows:
-        ok = row["status"] == "ok"
-        row.update(
-            throughput_columns(row["flop"] if ok else "", row["time_s"], peak["matmul_gflops"])
-        )
-        row["peak_gflops"] = peak["matmul_gflops"]
+        row.update(row_throughput(row, peak))
     write_outputs(rows, Path(args.out), device=args.device, machine=machine, args=args, peak=peak)
     return rows
 

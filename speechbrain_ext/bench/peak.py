@@ -252,6 +252,20 @@ def throughput_columns(flop, time_s, peak_gflops: float | None) -> dict:
     return {"gflop": float(flop) / 1e9, "gflops_per_s": rate, "pct_of_peak": pct}
 
 
+def row_throughput(row: dict, peak: dict) -> dict:
+    """:func:`throughput_columns` of a speed or mixer table's row (``flop``, ``time_s``; none
+    unless its ``status`` is ``ok``), and ``peak_gflops``: the run's peak.
+
+    >>> row_throughput({"status": "ok", "flop": 2e9, "time_s": 0.5}, {"matmul_gflops": 8.0})
+    {'gflop': 2.0, 'gflops_per_s': 4.0, 'pct_of_peak': 50.0, 'peak_gflops': 8.0}
+    """
+    ok = row.get("status") == "ok"
+    columns = throughput_columns(
+        row.get("flop", "") if ok else "", row.get("time_s", ""), peak["matmul_gflops"]
+    )
+    return {**columns, "peak_gflops": peak["matmul_gflops"]}
+
+
 def measure_run_peak(args, earlier: dict | None = None) -> dict:
     """The peak a speed command measures at the start of its run and again at its end:
     ``args.device``, ``args.threads`` and ``args.dtype`` as in its timed runs (``args.quick``:

@@ -40,7 +40,7 @@ from speechbrain_ext.bench.memory import (
     run_isolated,
 )
 from speechbrain_ext.bench.mixers import DTYPES, _default_memory_cap, autocast
-from speechbrain_ext.bench.peak import measure_run_peak, throughput_columns
+from speechbrain_ext.bench.peak import measure_run_peak, row_throughput
 from speechbrain_ext.bench.plots import plot_time_memory
 from speechbrain_ext.bench.specs import parse_mixer_spec, parse_numbers
 from speechbrain_ext.bench.tables import (
@@ -217,7 +217,6 @@ def run(args: argparse.Namespace) -> list[dict]:
                     }
                     key = (scale, mode, spec, float(seconds))
                     if key in done:  # --resume: measured earlier with the same settings
-                        done[key].update(row_throughput(done[key], peak))
                         rows.append(done[key])
                         failed = failed or _skip_status(done[key])
                         continue
@@ -247,7 +246,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "status": result["status"],
                         "machine": machine,
                     }
-                    row.update(row_throughput(row, peak))
+                    row.update(row_throughput(row, peak))  # for the CSV written below
                     rows.append(row)
                     _log(row)
                     progress[key] = row
@@ -257,15 +256,6 @@ def run(args: argparse.Namespace) -> list[dict]:
         row.update(row_throughput(row, peak))
     write_outputs(rows, Path(args.out), args=args, machine=machine, peak=peak)
     return rows
-
-
-def row_throughput(row: dict, peak: dict) -> dict:
-    """``gflop``, ``gflops_per_s``, ``pct_of_peak`` and ``peak_gflops`` of a measured row."""
-    ok = row.get("status") == "ok"
-    columns = throughput_columns(
-        row.get("flop", "") if ok else "", row.get("time_s", ""), peak["matmul_gflops"]
-    )
-    return {**columns, "peak_gflops": peak["matmul_gflops"]}
 
 
 def _skip_status(row: dict) -> str | None:
